@@ -1,0 +1,217 @@
+"""The ``hub`` command: run the stack or its parts, publish events, manage keys."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from hub.errors import BrokerUnavailable, ConfigError, EventError
+from hub.settings import Settings, get_settings
+
+cli = typer.Typer(help="hub: event-driven notifications on Celery and Redis.", no_args_is_help=True)
+keys_cli = typer.Typer(help="Manage API keys.", no_args_is_help=True)
+db_cli = typer.Typer(help="Manage the store's schema.", no_args_is_help=True)
+cli.add_typer(keys_cli, name="keys")
+cli.add_typer(db_cli, name="db")
+
+ALL_QUEUES = "celery,events,email,sms,alert"
+
+
+def fail(message: str, code: int = 2) -> typer.Exit:
+    typer.secho(f"hub: {message}", fg=typer.colors.RED, err=True)
+    return typer.Exit(code)
+
+
+def _settings() -> Settings:
+    try:
+        return get_settings()
+    except ConfigError as exc:
+        raise fail(str(exc)) from None
+
+
+def _dev_key(settings: Settings) -> str:
+    """The development key in ``<var>/dev-api-key``, created on the first ``hub up``."""
+    from hub import keys
+
+    path = settings.var_dir / "dev-api-key"
+    url = settings.resolved_database_url
+    if path.exists() and keys.is_valid(url, key := path.read_text().strip()):
+        return key
+    key = keys.create_key(url, f"dev-{int(time.time())}")
+    path.write_text(key + "\n")
+    path.chmod(0o600)
+    return key
+
+
+@cli.command()
+def up(
+    host: Annotated[str, typer.Option(help="API host")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="API port")] = 8000,
+) -> None:
+    """Run everything: embedded Redis (unless broker_url is set), worker, beat and API."""
+    from hub.embedded import EmbeddedRedis
+    from hub.store.db import migrate
+    from hub.supervisor import Supervisor, child_env, hub_command
+
+    started = time.monotonic()
+    settings = _settings()
+    settings.var_dir.mkdir(parents=True, exist_ok=True)
+    migrate(settings.resolved_database_url)
+    key = _dev_key(settings)
+    embedded = None
+    broker_url = settings.broker_url
+    if not broker_url:
+        embedded = EmbeddedRedis(settings.var_dir / "redis")
+        broker_url = embedded.start()
+    supervisor = Supervisor(child_env(HUB_BROKER_URL=broker_url))
+    try:
+        supervisor.start("worker", hub_command("worker"))
+        supervisor.start("beat", hub_command("beat"))
+        supervisor.start("api", hub_command("api", "--host", host, "--port", str(port)))
+        _wait_for_api(host, port)
+        typer.echo(
+            f"\nhub is up in {time.monotonic() - started:.1f}s\n"
+            f"  broker   {broker_url}{' (embedded, data in ' + str(embedded.folder) + ')' if embedded else ''}\n"
+            f"  store    {settings.resolved_database_url}\n"
+            f"  api      http://{host}:{port}  (docs at /docs)\n"
+            f"  outbox   {settings.var_dir.resolve() / 'outbox'}\n"
+            f"  api key  {key}  (also in {settings.var_dir / 'dev-api-key'})\n"
+            "Press Ctrl-C to stop.\n"
+        )
+        died = supervisor.wait()
+    finally:
+        supervisor.stop()
+        if embedded:
+            embedded.stop()
+    if died:
+        raise fail(f"{died} exited unexpectedly; stopped the rest", code=1)
+
+
+def _wait_for_api(host: str, port: int, timeout_s: float = 30.0) -> None:
+    import httpx
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            httpx.get(f"http://{host}:{port}/healthz", timeout=1.0).raise_for_status()
+            return
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    raise fail(f"the API did not answer on {host}:{port} within {timeout_s:.0f}s", code=1)
+
+
+@cli.command()
+def api(
+    host: Annotated[str, typer.Option(help="Bind address")] = "",
+    port: Annotated[int, typer.Option(help="Port")] = 0,
+    workers: Annotated[int, typer.Option(help="Uvicorn worker processes")] = 1,
+) -> None:
+    """Run the HTTP API."""
+    import uvicorn
+
+    settings = _settings()
+    uvicorn.run(
+        "hub.api:create_app",
+        factory=True,
+        host=host or settings.api.host,
+        port=port or settings.api.port,
+        workers=workers,
+        log_level="info",
+    )
+
+
+@cli.command()
+def worker(
+    queues: Annotated[str, typer.Option("-Q", "--queues", help="Queues to consume")] = ALL_QUEUES,
+    concurrency: Annotated[int, typer.Option("-c", "--concurrency", help="Processes")] = 0,
+    pool: Annotated[str, typer.Option(help="prefork, threads or solo")] = "prefork",
+) -> None:
+    """Run a Celery worker (all queues unless -Q names some)."""
+    app = _celery()
+    argv = ["worker", "-Q", queues, "--pool", pool, "--loglevel", "INFO", "-E"]
+    if concurrency:
+        argv += ["--concurrency", str(concurrency)]
+    app.worker_main(argv)
+
+
+@cli.command()
+def beat() -> None:
+    """Run Celery beat (the sweeper that re-enqueues work the broker lost)."""
+    settings = _settings()
+    settings.var_dir.mkdir(parents=True, exist_ok=True)
+    schedule = settings.var_dir / "celerybeat-schedule"
+    _celery().start(["beat", "--schedule", str(schedule), "--loglevel", "INFO"])
+
+
+def _celery():  # type: ignore[no-untyped-def]
+    _settings()
+    try:
+        from hub.worker import app
+    except ConfigError as exc:
+        raise fail(str(exc)) from None
+    return app
+
+
+@cli.command()
+def publish(
+    event_type: Annotated[str, typer.Argument(metavar="TYPE", help="Event type")],
+    data: Annotated[str, typer.Option(help="Event data as JSON, or @file.json")] = "{}",
+    id: Annotated[str | None, typer.Option(help="Idempotency key")] = None,
+) -> None:
+    """Publish an event (the same path as POST /v1/events)."""
+    from hub import events
+
+    _settings()
+    source, text = "--data", data
+    if data.startswith("@"):
+        source, text = data[1:], Path(data[1:]).read_text(encoding="utf-8")
+    try:
+        payload = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise fail(f"{source}: invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from None
+    try:
+        accepted = events.publish(event_type, payload, id)
+    except EventError as exc:
+        details = "\n".join(f"  {'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors)
+        raise fail(f"{exc}\n{details}") from None
+    except (BrokerUnavailable, ConfigError) as exc:
+        raise fail(str(exc), code=1) from None
+    typer.echo(json.dumps({"id": accepted.id, "status": "accepted", "duplicate": accepted.duplicate}))
+
+
+@keys_cli.command("create")
+def keys_create(name: Annotated[str, typer.Argument(help="A name to recognise the key by")]) -> None:
+    """Create an API key and print it once; only its hash is stored."""
+    from hub import keys
+    from hub.store.db import migrate
+
+    settings = _settings()
+    migrate(settings.resolved_database_url)
+    try:
+        key = keys.create_key(settings.resolved_database_url, name)
+    except ConfigError as exc:
+        raise fail(str(exc)) from None
+    typer.echo(key)
+    typer.echo(f"API key {name!r} created; store it now, it is not shown again.", err=True)
+
+
+@db_cli.command("upgrade")
+def db_upgrade() -> None:
+    """Apply the store's migrations."""
+    from hub.store.db import migrate
+
+    settings = _settings()
+    migrate(settings.resolved_database_url)
+    typer.echo(f"store at {settings.resolved_database_url} is up to date")
+
+
+def main() -> None:
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    cli(prog_name="hub")
+    sys.exit(0)

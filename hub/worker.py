@@ -1,0 +1,92 @@
+"""The Celery app: queues, reliability settings, beat schedule, and how work is enqueued.
+
+Queues: ``celery`` (Celery's default, so other apps' ``send_task("hub.publish")``
+lands here with no queue argument), ``events`` (routing and sweeping), and one
+queue per channel family (``email``, ``sms``, ``alert``) so each can get its
+own workers.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import kombu.exceptions
+from celery import Celery
+from kombu import Queue
+
+from hub.channels import CHANNELS
+from hub.embedded import running_url
+from hub.errors import BrokerUnavailable, ConfigError
+from hub.settings import Settings, get_settings
+
+DEFAULT_QUEUE = "celery"
+EVENTS_QUEUE = "events"
+CHANNEL_QUEUES = ("email", "sms", "alert")
+QUEUES = (DEFAULT_QUEUE, EVENTS_QUEUE, *CHANNEL_QUEUES)
+
+
+def celery_config(settings: Settings) -> dict[str, Any]:
+    """Celery settings derived from the hub's own."""
+    broker_url = settings.broker_url or running_url(settings.var_dir)
+    if not broker_url:
+        raise ConfigError(
+            "broker_url is empty and no embedded Redis is running: start `hub up`, or set "
+            "broker_url in settings.toml or HUB_BROKER_URL"
+        )
+    return {
+        "broker_url": broker_url,
+        "broker_connection_retry_on_startup": True,
+        # A publish to a dead broker must fail fast (the API answers 503), not hang.
+        "broker_connection_timeout": 3,
+        "task_publish_retry_policy": {
+            "max_retries": 2,
+            "interval_start": 0,
+            "interval_step": 0.5,
+            "interval_max": 1,
+        },
+        # Redis only redelivers unacked messages after the visibility timeout;
+        # it must exceed the longest retry countdown (ETA tasks stay unacked).
+        "broker_transport_options": {
+            "visibility_timeout": int(settings.delivery.backoff_max_s * 2 + 3600),
+            "socket_timeout": 5,
+            "socket_connect_timeout": 3,
+        },
+        "task_serializer": "json",
+        "accept_content": ["json"],
+        "task_ignore_result": True,
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
+        "worker_prefetch_multiplier": 1,
+        "worker_hijack_root_logger": False,
+        "task_default_queue": DEFAULT_QUEUE,
+        "task_queues": [Queue(name) for name in QUEUES],
+        "task_routes": {"hub.route": {"queue": EVENTS_QUEUE}, "hub.sweep": {"queue": EVENTS_QUEUE}},
+        "beat_schedule": {
+            "sweep": {"task": "hub.sweep", "schedule": settings.delivery.sweep_interval_s}
+        },
+    }
+
+
+app = Celery("hub", include=["hub.tasks"])
+app.config_from_object(celery_config(get_settings()))
+
+
+def queue_for(channel: str) -> str:
+    """The queue a channel's deliveries run on."""
+    return CHANNELS[channel].queue
+
+
+def enqueue(task: str, args: list[Any], queue: str, countdown: float | None = None) -> None:
+    """Publish a task by name, turning broker failures into :class:`BrokerUnavailable`."""
+    try:
+        app.send_task(task, args=args, queue=queue, countdown=countdown)
+    except (kombu.exceptions.OperationalError, OSError) as exc:
+        raise BrokerUnavailable(f"broker unavailable: {exc}") from exc
+
+
+def enqueue_route(event_id: str) -> None:
+    enqueue("hub.route", [event_id], EVENTS_QUEUE)
+
+
+def enqueue_delivery(notification_id: str, channel: str) -> None:
+    enqueue("hub.deliver", [notification_id], queue_for(channel))
