@@ -1,0 +1,200 @@
+"""Fixtures that start the real thing: Redis, an SMTP server, the hub's worker and API.
+
+Services this machine may lack (PostgreSQL) are skipped with a reason, unless
+HUB_TEST_REQUIRE_SERVICES=1 (set by .ci/run) turns such skips into failures.
+Redis is never skipped: without HUB_TEST_REDIS_URL the embedded one starts.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import redis
+
+from hub.embedded import EmbeddedRedis, _free_port
+from hub.settings import bundled_path
+from tests.smtp_sink import SmtpSink, start_sink
+
+TEST_SETTINGS = """
+[events."test.broken"]
+description = "Routes to a template that uses a variable the event lacks."
+
+[[subscriptions]]
+name = "broken-template"
+event = "test.broken"
+channel = "email"
+to = "{{ data.email }}"
+template = "broken"
+"""
+
+TERMINAL = {"sent", "failed", "suppressed"}
+
+
+def missing_service(reason: str) -> None:
+    """Skip for a service this machine lacks; fail instead where CI requires it."""
+    if os.environ.get("HUB_TEST_REQUIRE_SERVICES") == "1":
+        pytest.fail(f"{reason} (HUB_TEST_REQUIRE_SERVICES=1 makes this a failure)")
+    pytest.skip(reason)
+
+
+def wait_until(predicate: Callable[[], Any], timeout_s: float = 20.0, what: str = "") -> Any:
+    """Poll ``predicate`` until it returns something truthy; fail after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if result := predicate():
+            return result
+        time.sleep(0.02)
+    raise AssertionError(f"timed out after {timeout_s}s waiting for {what or predicate}")
+
+
+@pytest.fixture(scope="session")
+def broker_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """HUB_TEST_REDIS_URL (a database the tests may flush), else an embedded redis-server."""
+    if url := os.environ.get("HUB_TEST_REDIS_URL"):
+        redis.Redis.from_url(url).flushdb()
+        yield url
+        return
+    embedded = EmbeddedRedis(tmp_path_factory.mktemp("redis"))
+    yield embedded.start()
+    embedded.stop()
+
+
+@pytest.fixture(scope="session")
+def smtp() -> Iterator[SmtpSink]:
+    controller, sink = start_sink()
+    sink.port = controller.port  # type: ignore[attr-defined]
+    yield sink
+    controller.stop()
+
+
+@dataclass
+class Stack:
+    """A running hub: API and worker processes sharing one settings environment."""
+
+    base_url: str
+    api_key: str
+    database_url: str
+    env: dict[str, str]
+    home: Path
+
+    def client(self, api_key: str | None = None) -> httpx.Client:
+        headers = {"Authorization": f"Bearer {api_key or self.api_key}"}
+        return httpx.Client(base_url=self.base_url, headers=headers, timeout=10)
+
+    def publish(self, event_type: str, data: dict[str, Any], id: str | None = None) -> str:
+        body: dict[str, Any] = {"type": event_type, "data": data}
+        if id:
+            body["id"] = id
+        with self.client() as http:
+            response = http.post("/v1/events", json=body)
+        assert response.status_code == 202, response.text
+        return str(response.json()["id"])
+
+    def event(self, event_id: str) -> dict[str, Any]:
+        with self.client() as http:
+            response = http.get(f"/v1/events/{event_id}")
+        assert response.status_code == 200, response.text
+        return dict(response.json())
+
+    def settled(self, event_id: str, timeout_s: float = 20.0) -> dict[str, Any]:
+        """The event once it is routed and every notification has reached a final status."""
+
+        def done() -> dict[str, Any] | None:
+            event = self.event(event_id)
+            routed = event["status"] == "routed"
+            final = all(n["status"] in TERMINAL for n in event["notifications"])
+            return event if routed and final else None
+
+        return wait_until(done, timeout_s, f"event {event_id} to settle")  # type: ignore[no-any-return]
+
+
+def hub_env(home: Path, broker_url: str, smtp_port: int, database_url: str) -> dict[str, str]:
+    """The environment every hub process of a test stack shares."""
+    settings = home / "settings.toml"
+    settings.write_text(bundled_path("settings.toml").read_text() + TEST_SETTINGS)
+    broken = home / "templates" / "broken"
+    broken.mkdir(parents=True, exist_ok=True)
+    (broken / "subject.txt").write_text("Broken")
+    (broken / "body.txt").write_text("Hello {{ data.nope }}")
+    return {
+        "HUB_SETTINGS": str(settings),
+        "HUB_BROKER_URL": broker_url,
+        "HUB_DATABASE_URL": database_url,
+        "HUB_VAR_DIR": str(home / "var"),
+        "HUB_TEMPLATE_DIRS": json.dumps([str(home / "templates")]),
+        "HUB_CHANNELS__EMAIL__HOST": "127.0.0.1",
+        "HUB_CHANNELS__EMAIL__PORT": str(smtp_port),
+        "HUB_DELIVERY__MAX_ATTEMPTS": "3",
+        "HUB_DELIVERY__BACKOFF_BASE_S": "0.05",
+        "HUB_DELIVERY__BACKOFF_MAX_S": "0.2",
+    }
+
+
+def start_hub_process(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    with log.open("wb") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "hub", *args],
+            env={**os.environ, **env},
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+
+
+def stop(process: subprocess.Popen[bytes]) -> None:
+    process.terminate()
+    try:
+        process.wait(15)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+@pytest.fixture(scope="session")
+def stack(
+    tmp_path_factory: pytest.TempPathFactory, broker_url: str, smtp: SmtpSink
+) -> Iterator[Stack]:
+    """API and worker subprocesses on real Redis, delivering to the SMTP sink."""
+    from hub import keys
+    from hub.store.db import migrate
+
+    home = tmp_path_factory.mktemp("hub")
+    database_url = f"sqlite:///{home / 'hub.db'}"
+    env = hub_env(home, broker_url, smtp.port, database_url)  # type: ignore[attr-defined]
+    os.environ.update(env)
+    migrate(database_url)
+    api_key = keys.create_key(database_url, "tests")
+    port = _free_port()
+    worker = start_hub_process(["worker", "--concurrency", "2"], env, home / "worker.log")
+    api = start_hub_process(["api", "--port", str(port)], env, home / "api.log")
+    base_url = f"http://127.0.0.1:{port}"
+    try:
+        wait_until(lambda: _healthy(base_url), 30, "the API")
+        wait_until(lambda: _worker_ready(broker_url), 30, "the worker")
+        yield Stack(base_url, api_key, database_url, env, home)
+    finally:
+        stop(api)
+        stop(worker)
+
+
+def _healthy(base_url: str) -> bool:
+    try:
+        return httpx.get(f"{base_url}/healthz", timeout=1).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def _worker_ready(broker_url: str) -> bool:
+    from celery import Celery
+
+    with Celery(broker=broker_url) as probe:
+        return bool(probe.control.ping(timeout=0.5))
