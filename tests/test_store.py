@@ -1,0 +1,156 @@
+"""Spec: the store's contract, on SQLite and on PostgreSQL (HUB_TEST_DATABASE_URL)."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+
+import pytest
+from sqlalchemy import create_engine, inspect, text
+from sqlalchemy.engine import make_url
+
+from hub.store import repository
+from hub.store.db import engine, migrate, session
+from hub.store.models import Event, NotificationStatus
+from hub.store.repository import NewNotification, notification_id
+from tests.conftest import missing_service
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A fresh, migrated database of each backend."""
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path_factory.mktemp('store') / 'hub.db'}"
+        migrate(url)
+        yield url
+        return
+    admin_url = os.environ.get("HUB_TEST_DATABASE_URL")
+    if not admin_url:
+        missing_service("PostgreSQL variant needs HUB_TEST_DATABASE_URL (e.g. postgresql+psycopg://postgres@127.0.0.1/test)")
+    name = f"hub_test_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(text(f'CREATE DATABASE "{name}"'))
+    url = make_url(admin_url).set(database=name).render_as_string(hide_password=False)
+    migrate(url)
+    yield url
+    engine(url).dispose()
+    with admin.connect() as connection:
+        connection.execute(text(f'DROP DATABASE "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+def new_event(key: str | None = None) -> Event:
+    return Event(id=f"evt_{uuid.uuid4().hex}", type="user.registered", data={"n": 1}, idempotency_key=key)
+
+
+def routed(event: Event, *recipients: str) -> list[NewNotification]:
+    return [
+        NewNotification(
+            id=notification_id(event.id, "welcome", r),
+            event_id=event.id,
+            subscription="welcome",
+            channel="email",
+            recipient=r,
+            template="user.registered",
+        )
+        for r in recipients
+    ]
+
+
+def test_migrations_create_every_table_and_are_idempotent(database_url: str) -> None:
+    migrate(database_url)
+
+    tables = set(inspect(engine(database_url)).get_table_names())
+    assert {"events", "notifications", "attempts", "api_keys", "alembic_version"} <= tables
+
+
+def test_an_idempotency_key_maps_to_the_first_event(database_url: str) -> None:
+    key = f"k-{uuid.uuid4()}"
+    with session(database_url) as db:
+        first, created = repository.add_event(db, new_event(key))
+    with session(database_url) as db:
+        again, created_again = repository.add_event(db, new_event(key))
+
+    assert created and not created_again
+    assert again.id == first.id
+
+
+def test_routing_twice_creates_each_notification_once(database_url: str) -> None:
+    with session(database_url) as db:
+        event, _ = repository.add_event(db, new_event())
+    plan = routed(event, "a@example.com", "b@example.com")
+
+    with session(database_url) as db:
+        first = repository.add_notifications(db, event.id, plan)
+    with session(database_url) as db:
+        second = repository.add_notifications(db, event.id, plan)
+        stored = repository.notifications_of(db, event.id)
+        status = repository.get_event(db, event.id).status  # type: ignore[union-attr]
+
+    assert sorted(first) == sorted(second) == sorted((n.id, "email") for n in plan)
+    assert len(stored) == 2
+    assert status == "routed"
+
+
+def test_a_notification_can_be_claimed_once_until_it_is_released_for_retry(
+    database_url: str,
+) -> None:
+    with session(database_url) as db:
+        event, _ = repository.add_event(db, new_event())
+        [(nid, _channel)] = repository.add_notifications(db, event.id, routed(event, "a@example.com"))
+
+    with session(database_url) as db:
+        claimed = repository.claim(db, nid)
+    with session(database_url) as db:
+        assert repository.claim(db, nid) is None
+        repository.finish(db, nid, NotificationStatus.RETRYING, outcome="transient", error="451")
+    with session(database_url) as db:
+        reclaimed = repository.claim(db, nid)
+    with session(database_url) as db:
+        repository.finish(db, nid, NotificationStatus.SENT, outcome="sent", provider_message_id="<m@x>")
+    with session(database_url) as db:
+        assert repository.claim(db, nid) is None
+        [notification] = repository.notifications_of(db, event.id)
+        attempts = repository.attempts_of(db, [nid])
+
+    assert claimed is not None and claimed.attempts == 1
+    assert reclaimed is not None and reclaimed.attempts == 2
+    assert notification.status == "sent" and notification.provider_message_id == "<m@x>"
+    assert [(a.number, a.outcome, a.error) for a in attempts] == [(1, "transient", "451"), (2, "sent", None)]
+
+
+def test_the_sweeper_finds_unrouted_events_and_stalled_notifications(database_url: str) -> None:
+    with session(database_url) as db:
+        unrouted, _ = repository.add_event(db, new_event())
+        event, _ = repository.add_event(db, new_event())
+        [(queued, _), (sending, _)] = repository.add_notifications(
+            db, event.id, routed(event, "a@example.com", "b@example.com")
+        )
+    with session(database_url) as db:
+        repository.claim(db, sending)
+    future = repository.seconds_ago(-60)
+
+    with session(database_url) as db:
+        events = repository.stuck_events(db, future)
+        stalled = {n.id: n.status for n in repository.stuck_notifications(db, future, future)}
+    with session(database_url) as db:
+        released = repository.claim(db, sending)
+
+    assert unrouted.id in events and event.id not in events
+    assert stalled[queued] == "queued"
+    assert stalled[sending] == "retrying"
+    assert released is not None and released.attempts == 2
+
+
+def test_api_keys_are_found_by_hash_only(database_url: str) -> None:
+    from hub import keys
+
+    key = keys.create_key(database_url, f"svc-{uuid.uuid4().hex[:6]}")
+
+    assert keys.is_valid(database_url, key)
+    assert not keys.is_valid(database_url, key + "x")
+    with session(database_url) as db:
+        stored = db.execute(text("SELECT key_hash FROM api_keys")).scalars().all()
+    assert key not in stored and keys.hash_key(key) in stored
