@@ -158,7 +158,11 @@ def create_app() -> FastAPI:
             notifications=[
                 NotificationOut.model_validate(
                     {
-                        **{c: getattr(n, c) for c in NotificationOut.model_fields if c != "attempt_log"},
+                        **{
+                            c: getattr(n, c)
+                            for c in NotificationOut.model_fields
+                            if c != "attempt_log"
+                        },
                         "attempt_log": by_notification.get(n.id, []),
                     }
                 )

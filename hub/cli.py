@@ -75,9 +75,10 @@ def up(
         supervisor.start("beat", hub_command("beat"))
         supervisor.start("api", hub_command("api", "--host", host, "--port", str(port)))
         _wait_for_api(host, port)
+        where = f" (embedded, data in {embedded.folder})" if embedded else ""
         typer.echo(
             f"\nhub is up in {time.monotonic() - started:.1f}s\n"
-            f"  broker   {broker_url}{' (embedded, data in ' + str(embedded.folder) + ')' if embedded else ''}\n"
+            f"  broker   {broker_url}{where}\n"
             f"  store    {settings.resolved_database_url}\n"
             f"  api      http://{host}:{port}  (docs at /docs)\n"
             f"  outbox   {settings.var_dir.resolve() / 'outbox'}\n"
@@ -174,7 +175,9 @@ def publish(
     try:
         payload = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise fail(f"{source}: invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from None
+        raise fail(
+            f"{source}: invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}"
+        ) from None
     try:
         accepted = events.publish(event_type, payload, id)
     except EventError as exc:
@@ -182,11 +185,15 @@ def publish(
         raise fail(f"{exc}\n{details}") from None
     except (BrokerUnavailable, ConfigError) as exc:
         raise fail(str(exc), code=1) from None
-    typer.echo(json.dumps({"id": accepted.id, "status": "accepted", "duplicate": accepted.duplicate}))
+    typer.echo(
+        json.dumps({"id": accepted.id, "status": "accepted", "duplicate": accepted.duplicate})
+    )
 
 
 @keys_cli.command("create")
-def keys_create(name: Annotated[str, typer.Argument(help="A name to recognise the key by")]) -> None:
+def keys_create(
+    name: Annotated[str, typer.Argument(help="A name to recognise the key by")],
+) -> None:
     """Create an API key and print it once; only its hash is stored."""
     from hub import keys
     from hub.store.db import migrate

@@ -84,7 +84,9 @@ def _send(runtime: Runtime, notification: Notification, event: Event) -> Receipt
         html=rendered.html,
     )
     try:
-        return runtime.run(channel.send(message), timeout_s=runtime.settings.delivery.attempt_timeout_s)
+        return runtime.run(
+            channel.send(message), timeout_s=runtime.settings.delivery.attempt_timeout_s
+        )
     except TimeoutError as exc:
         raise TransientError("attempt timed out", channel=channel.name) from exc
 

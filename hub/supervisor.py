@@ -49,7 +49,7 @@ class Supervisor:
         return None
 
     def stop(self, timeout_s: float = 15.0) -> None:
-        """SIGTERM every child (warm shutdown for Celery), SIGKILL what is left after the timeout."""
+        """SIGTERM every child (Celery warm shutdown), SIGKILL what is left after the timeout."""
         for process in self.children.values():
             if process.poll() is None:
                 process.send_signal(signal.SIGTERM)

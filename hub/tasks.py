@@ -82,7 +82,9 @@ def sweep() -> dict[str, int]:
     for notification_id, channel in notifications:
         enqueue_delivery(notification_id, channel)
     if event_ids or notifications:
-        log.warning("sweeper re-enqueued %d events, %d notifications", len(event_ids), len(notifications))
+        log.warning(
+            "sweeper re-enqueued %d events, %d notifications", len(event_ids), len(notifications)
+        )
     return {"events": len(event_ids), "notifications": len(notifications)}
 
 

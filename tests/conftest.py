@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -159,18 +160,14 @@ def stop(process: subprocess.Popen[bytes]) -> None:
         process.wait()
 
 
-@pytest.fixture(scope="session")
-def stack(
-    tmp_path_factory: pytest.TempPathFactory, broker_url: str, smtp: SmtpSink
-) -> Iterator[Stack]:
-    """API and worker subprocesses on real Redis, delivering to the SMTP sink."""
+@contextmanager
+def running_stack(home: Path, broker_url: str, smtp: SmtpSink) -> Iterator[Stack]:
+    """API and worker subprocesses on ``broker_url``, delivering to the SMTP sink."""
     from hub import keys
     from hub.store.db import migrate
 
-    home = tmp_path_factory.mktemp("hub")
     database_url = f"sqlite:///{home / 'hub.db'}"
     env = hub_env(home, broker_url, smtp.port, database_url)  # type: ignore[attr-defined]
-    os.environ.update(env)
     migrate(database_url)
     api_key = keys.create_key(database_url, "tests")
     port = _free_port()
@@ -184,6 +181,16 @@ def stack(
     finally:
         stop(api)
         stop(worker)
+
+
+@pytest.fixture(scope="session")
+def stack(
+    tmp_path_factory: pytest.TempPathFactory, broker_url: str, smtp: SmtpSink
+) -> Iterator[Stack]:
+    """The hub on Redis; the test process shares its settings environment."""
+    with running_stack(tmp_path_factory.mktemp("hub"), broker_url, smtp) as running:
+        os.environ.update(running.env)
+        yield running
 
 
 def _healthy(base_url: str) -> bool:

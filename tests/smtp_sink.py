@@ -2,7 +2,8 @@
 
 Recipients choose the server's answer by their local part:
 ``reject-...@`` gets 550 at RCPT; ``busy<N>-...@`` gets 451 for its first N
-tries, then is accepted; anything else is accepted.
+tries, then is accepted; ``closing-...@`` gets 421 (server closing) on its first
+try; anything else is accepted.
 """
 
 from __future__ import annotations
@@ -40,7 +41,12 @@ class SmtpSink:
     _changed: threading.Condition = field(default_factory=threading.Condition)
 
     async def handle_EHLO(
-        self, server: SMTP, session: Session, envelope: Envelope, hostname: str, responses: list[str]
+        self,
+        server: SMTP,
+        session: Session,
+        envelope: Envelope,
+        hostname: str,
+        responses: list[str],
     ) -> list[str]:
         with self._changed:
             self.connections += 1
@@ -55,6 +61,8 @@ class SmtpSink:
             tries = self.tries[address]
         if address.startswith("reject-"):
             return "550 5.1.1 mailbox unavailable"
+        if address.startswith("closing-") and tries == 1:
+            return "421 4.3.2 service shutting down"
         if (busy := _BUSY.match(address)) and tries <= int(busy.group(1)):
             return "451 4.3.0 try again later"
         envelope.rcpt_tos.append(address)

@@ -1,4 +1,4 @@
-"""Spec: besides HTTP, events can be published by a Celery send_task, the CLI and the Python client."""
+"""Spec: besides HTTP, events are published by Celery send_task, the CLI and the Python client."""
 
 from __future__ import annotations
 
@@ -46,7 +46,9 @@ def test_send_task_with_the_same_id_twice_sends_once(stack: Stack, smtp: SmtpSin
     marker = address("marker")
 
     for _ in range(2):
-        foreign.send_task("hub.publish", kwargs={"type": "user.registered", "data": user(to), "id": key})
+        foreign.send_task(
+            "hub.publish", kwargs={"type": "user.registered", "data": user(to), "id": key}
+        )
     # Published after the duplicates on the same queue, so once it has arrived
     # both duplicates have been handled too.
     foreign.send_task("hub.publish", kwargs={"type": "user.registered", "data": user(marker)})

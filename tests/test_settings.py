@@ -1,4 +1,4 @@
-"""Spec: one settings object from settings.toml plus HUB_ env vars; errors name the key and source."""
+"""Spec: settings.toml plus HUB_ env vars make one settings object; errors name key and source."""
 
 from __future__ import annotations
 
@@ -37,7 +37,9 @@ def test_bundled_settings_load_with_the_documented_defaults(settings_file: Path)
     assert {s.event for s in settings.subscriptions} == {"user.registered", "task.failed"}
 
 
-def test_env_vars_override_nested_keys(settings_file: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_env_vars_override_nested_keys(
+    settings_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("HUB_BROKER_URL", "redis://elsewhere:6379/1")
     monkeypatch.setenv("HUB_CHANNELS__EMAIL__HOST", "smtp.example.com")
     monkeypatch.setenv("HUB_CHANNELS__EMAIL__PORT", "2525")
@@ -69,8 +71,9 @@ def test_unknown_key_names_the_file_line_and_key(settings_file: Path) -> None:
     with pytest.raises(ConfigError) as error:
         load_settings(settings_file)
 
-    assert f"{settings_file}:{line}: channels.email.poolsize: Extra inputs are not permitted" in str(
-        error.value
+    assert (
+        f"{settings_file}:{line}: channels.email.poolsize: Extra inputs are not permitted"
+        in str(error.value)
     )
 
 

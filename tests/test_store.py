@@ -18,7 +18,9 @@ from tests.conftest import missing_service
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
-def database_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def database_url(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
     """A fresh, migrated database of each backend."""
     if request.param == "sqlite":
         url = f"sqlite:///{tmp_path_factory.mktemp('store') / 'hub.db'}"
@@ -27,7 +29,9 @@ def database_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPa
         return
     admin_url = os.environ.get("HUB_TEST_DATABASE_URL")
     if not admin_url:
-        missing_service("PostgreSQL variant needs HUB_TEST_DATABASE_URL (e.g. postgresql+psycopg://postgres@127.0.0.1/test)")
+        missing_service(
+            "PostgreSQL variant needs HUB_TEST_DATABASE_URL (e.g. postgresql+psycopg://postgres@127.0.0.1/test)"
+        )
     name = f"hub_test_{uuid.uuid4().hex[:12]}"
     admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
     with admin.connect() as connection:
@@ -42,7 +46,9 @@ def database_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPa
 
 
 def new_event(key: str | None = None) -> Event:
-    return Event(id=f"evt_{uuid.uuid4().hex}", type="user.registered", data={"n": 1}, idempotency_key=key)
+    return Event(
+        id=f"evt_{uuid.uuid4().hex}", type="user.registered", data={"n": 1}, idempotency_key=key
+    )
 
 
 def routed(event: Event, *recipients: str) -> list[NewNotification]:
@@ -99,7 +105,9 @@ def test_a_notification_can_be_claimed_once_until_it_is_released_for_retry(
 ) -> None:
     with session(database_url) as db:
         event, _ = repository.add_event(db, new_event())
-        [(nid, _channel)] = repository.add_notifications(db, event.id, routed(event, "a@example.com"))
+        [(nid, _channel)] = repository.add_notifications(
+            db, event.id, routed(event, "a@example.com")
+        )
 
     with session(database_url) as db:
         claimed = repository.claim(db, nid)
@@ -109,7 +117,9 @@ def test_a_notification_can_be_claimed_once_until_it_is_released_for_retry(
     with session(database_url) as db:
         reclaimed = repository.claim(db, nid)
     with session(database_url) as db:
-        repository.finish(db, nid, NotificationStatus.SENT, outcome="sent", provider_message_id="<m@x>")
+        repository.finish(
+            db, nid, NotificationStatus.SENT, outcome="sent", provider_message_id="<m@x>"
+        )
     with session(database_url) as db:
         assert repository.claim(db, nid) is None
         [notification] = repository.notifications_of(db, event.id)
@@ -118,7 +128,10 @@ def test_a_notification_can_be_claimed_once_until_it_is_released_for_retry(
     assert claimed is not None and claimed.attempts == 1
     assert reclaimed is not None and reclaimed.attempts == 2
     assert notification.status == "sent" and notification.provider_message_id == "<m@x>"
-    assert [(a.number, a.outcome, a.error) for a in attempts] == [(1, "transient", "451"), (2, "sent", None)]
+    assert [(a.number, a.outcome, a.error) for a in attempts] == [
+        (1, "transient", "451"),
+        (2, "sent", None),
+    ]
 
 
 def test_the_sweeper_finds_unrouted_events_and_stalled_notifications(database_url: str) -> None:

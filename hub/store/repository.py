@@ -102,7 +102,9 @@ def add_notifications(
             }
             for n in new
         ]
-        insert = postgresql.insert if db.bind and db.bind.dialect.name == "postgresql" else sqlite.insert
+        insert = (
+            postgresql.insert if db.bind and db.bind.dialect.name == "postgresql" else sqlite.insert
+        )
         db.execute(insert(Notification).values(rows).on_conflict_do_nothing(index_elements=["id"]))
     db.execute(
         update(Event)
@@ -136,7 +138,9 @@ def claim(db: Session, notification_id: str) -> Notification | None:
         return None
     notification = db.get(Notification, notification_id, populate_existing=True)
     assert notification is not None
-    db.add(Attempt(notification_id=notification_id, number=notification.attempts, outcome="sending"))
+    db.add(
+        Attempt(notification_id=notification_id, number=notification.attempts, outcome="sending")
+    )
     return notification
 
 
