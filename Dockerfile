@@ -13,8 +13,8 @@ RUN groupadd --system --gid 10001 hub \
     && useradd --system --uid 10001 --gid hub --home-dir /var/lib/hub --no-create-home \
         --shell /usr/sbin/nologin hub
 
-# Only what the wheel is built from: `COPY . .`
-# would also send .venv/, a stale build/ (which setuptools reuses) and var/.
+# Only what the wheel is built from, so a local .venv/, build/ or var/ never
+# reaches the image.
 WORKDIR /tmp/hub-src
 COPY pyproject.toml settings.toml README.md ./
 COPY hub/ hub/

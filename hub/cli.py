@@ -75,6 +75,7 @@ def up(
         supervisor.start("beat", hub_command("beat"))
         supervisor.start("api", hub_command("api", "--host", host, "--port", str(port)))
         _wait_for_api(host, port)
+        _wait_for_worker(broker_url)
         where = f" (embedded, data in {embedded.folder})" if embedded else ""
         typer.echo(
             f"\nhub is up in {time.monotonic() - started:.1f}s\n"
@@ -107,6 +108,17 @@ def _wait_for_api(host: str, port: int, timeout_s: float = 30.0) -> None:
     raise fail(f"the API did not answer on {host}:{port} within {timeout_s:.0f}s", code=1)
 
 
+def _wait_for_worker(broker_url: str, timeout_s: float = 60.0) -> None:
+    from celery import Celery
+
+    deadline = time.monotonic() + timeout_s
+    with Celery(broker=broker_url) as probe:
+        while time.monotonic() < deadline:
+            if probe.control.ping(timeout=0.5):
+                return
+    raise fail(f"no worker answered within {timeout_s:.0f}s", code=1)
+
+
 @cli.command()
 def api(
     host: Annotated[str, typer.Option(help="Bind address")] = "",
@@ -135,7 +147,10 @@ def worker(
 ) -> None:
     """Run a Celery worker (all queues unless -Q names some)."""
     app = _celery()
+    # Mingle and gossip sync state between workers at start-up; the hub keeps
+    # its state in the store, so they would only delay readiness.
     argv = ["worker", "-Q", queues, "--pool", pool, "--loglevel", "INFO", "-E"]
+    argv += ["--without-mingle", "--without-gossip"]
     if concurrency:
         argv += ["--concurrency", str(concurrency)]
     app.worker_main(argv)

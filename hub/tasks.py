@@ -11,7 +11,7 @@ import logging
 from typing import Any
 
 from celery import Task
-from celery.signals import worker_process_shutdown, worker_shutdown
+from celery.signals import worker_process_init, worker_process_shutdown, worker_shutdown
 
 from hub import events
 from hub.delivery import deliver as deliver_notification
@@ -86,6 +86,12 @@ def sweep() -> dict[str, int]:
             "sweeper re-enqueued %d events, %d notifications", len(event_ids), len(notifications)
         )
     return {"events": len(event_ids), "notifications": len(notifications)}
+
+
+@worker_process_init.connect
+def _open_runtime(**_: Any) -> None:
+    # Compile templates and open provider clients before the first task arrives.
+    get_runtime()
 
 
 @worker_process_shutdown.connect
