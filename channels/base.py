@@ -5,9 +5,10 @@ from __future__ import annotations
 import asyncio
 import re
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 
 @dataclass(frozen=True, slots=True)
@@ -21,6 +22,9 @@ class Message:
     text: str
     subject: str | None = None
     html: str | None = None
+    # The event's data, for channels that send structured payloads (Slack
+    # fields, webhook bodies); templates already rendered the text.
+    data: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,6 +33,7 @@ class Receipt:
 
     provider_message_id: str
     details: dict[str, str] = field(default_factory=dict)
+    segments: int | None = None  # SMS segments billed, for cost visibility
 
 
 class Channel(ABC):

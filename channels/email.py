@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import ClassVar
 
 import aiosmtplib
-from hub.channels.base import Channel, Message, Outbox, Receipt
 
+from hub.channels.base import Channel, Message, Outbox, Receipt
 from hub.errors import PermanentError, TransientError
 from hub.settings import EmailSettings
 

@@ -3,19 +3,24 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Sequence
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
+from urllib.parse import parse_qsl
 
-from fastapi import Depends, FastAPI, HTTPException, Request, status
+from fastapi import Depends, FastAPI, HTTPException, Query, Request, status
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field
+from twilio.request_validator import RequestValidator
 
-from hub import __version__, events, keys
+from hub import __version__, events, keys, notifications
 from hub.errors import BrokerUnavailable, EventError
-from hub.settings import get_settings
+from hub.notifications import InvalidFilter
+from hub.settings import Settings, get_settings
 from hub.store import repository
 from hub.store.db import session
+from hub.store.models import Attempt, Event, Notification, NotificationStatus
 
 
 class EventIn(BaseModel):
@@ -54,6 +59,7 @@ class NotificationOut(BaseModel):
     attempts: int
     last_error: str | None
     provider_message_id: str | None
+    segments: int | None
     sent_at: datetime | None
     attempt_log: list[AttemptOut]
 
@@ -66,6 +72,13 @@ class EventOut(BaseModel):
     created_at: datetime
     data: dict[str, Any]
     notifications: list[NotificationOut]
+
+
+TWILIO_FINAL_STATUSES = {
+    "delivered": NotificationStatus.DELIVERED,
+    "undelivered": NotificationStatus.UNDELIVERED,
+    "failed": NotificationStatus.UNDELIVERED,
+}
 
 
 class _KeyCache:
@@ -93,9 +106,42 @@ def create_app() -> FastAPI:
     """The API application; settings and the event catalog are checked here, at start-up."""
     settings = get_settings()
     events.catalog()
-    database_url = settings.resolved_database_url
-    key_cache = _KeyCache()
     app = FastAPI(title="hub", version=__version__)
+    app.exception_handler(EventError)(_invalid_event)
+    app.exception_handler(BrokerUnavailable)(_broker_down)
+    app.exception_handler(InvalidFilter)(_invalid_filter)
+
+    @app.get("/healthz")
+    def healthz() -> dict[str, str]:
+        return {"status": "ok", "version": __version__}
+
+    authenticated = _authentication(settings.resolved_database_url)
+    _add_event_routes(app, settings.resolved_database_url, authenticated)
+    _add_notification_routes(app, settings, authenticated)
+    _add_callback_routes(app, settings)
+    return app
+
+
+async def _invalid_event(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, EventError)
+    detail = [{**error, "loc": ["body", *error["loc"]]} for error in exc.errors]  # type: ignore[list-item]
+    return JSONResponse({"detail": detail}, status_code=422)
+
+
+async def _invalid_filter(_: Request, exc: Exception) -> JSONResponse:
+    return JSONResponse({"detail": str(exc)}, status_code=422)
+
+
+async def _broker_down(_: Request, exc: Exception) -> JSONResponse:
+    return JSONResponse(
+        {"detail": f"{exc}; nothing was stored, retry later"},
+        status_code=503,
+        headers={"Retry-After": "5"},
+    )
+
+
+def _authentication(database_url: str) -> Callable[..., None]:
+    key_cache = _KeyCache()
 
     def authenticated(
         credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
@@ -107,23 +153,10 @@ def create_app() -> FastAPI:
                 headers={"WWW-Authenticate": "Bearer"},
             )
 
-    @app.exception_handler(EventError)
-    async def _invalid_event(_: Request, exc: EventError) -> JSONResponse:
-        detail = [{**error, "loc": ["body", *error["loc"]]} for error in exc.errors]  # type: ignore[list-item]
-        return JSONResponse({"detail": detail}, status_code=422)
+    return authenticated
 
-    @app.exception_handler(BrokerUnavailable)
-    async def _broker_down(_: Request, exc: BrokerUnavailable) -> JSONResponse:
-        return JSONResponse(
-            {"detail": f"{exc}; nothing was stored, retry later"},
-            status_code=503,
-            headers={"Retry-After": "5"},
-        )
 
-    @app.get("/healthz")
-    def healthz() -> dict[str, str]:
-        return {"status": "ok", "version": __version__}
-
+def _add_event_routes(app: FastAPI, database_url: str, authenticated: Callable[..., None]) -> None:
     @app.post(
         "/v1/events",
         status_code=status.HTTP_202_ACCEPTED,
@@ -143,31 +176,131 @@ def create_app() -> FastAPI:
                 raise HTTPException(status.HTTP_404_NOT_FOUND, f"no event {event_id!r}")
             notifications = repository.notifications_of(db, event_id)
             attempts = repository.attempts_of(db, [n.id for n in notifications])
-        by_notification: dict[str, list[AttemptOut]] = {}
-        for attempt in attempts:
-            by_notification.setdefault(attempt.notification_id, []).append(
-                AttemptOut.model_validate(attempt, from_attributes=True)
-            )
-        return EventOut(
-            id=event.id,
-            type=event.type,
-            idempotency_key=event.idempotency_key,
-            status=event.status,
-            created_at=event.created_at,
-            data=event.data,
-            notifications=[
-                NotificationOut.model_validate(
-                    {
-                        **{
-                            c: getattr(n, c)
-                            for c in NotificationOut.model_fields
-                            if c != "attempt_log"
-                        },
-                        "attempt_log": by_notification.get(n.id, []),
-                    }
-                )
-                for n in notifications
-            ],
-        )
+        return _event_out(event, notifications, attempts)
 
-    return app
+
+def _event_out(
+    event: Event, notifications: Sequence[Notification], attempts: Sequence[Attempt]
+) -> EventOut:
+    by_notification: dict[str, list[AttemptOut]] = {}
+    for attempt in attempts:
+        by_notification.setdefault(attempt.notification_id, []).append(
+            AttemptOut.model_validate(attempt, from_attributes=True)
+        )
+    fields = [name for name in NotificationOut.model_fields if name != "attempt_log"]
+    return EventOut(
+        id=event.id,
+        type=event.type,
+        idempotency_key=event.idempotency_key,
+        status=event.status,
+        created_at=event.created_at,
+        data=event.data,
+        notifications=[
+            NotificationOut(
+                **{name: getattr(n, name) for name in fields},
+                attempt_log=by_notification.get(n.id, []),
+            )
+            for n in notifications
+        ],
+    )
+
+
+class NotificationSummary(BaseModel):
+    id: str
+    event_id: str
+    channel: str
+    recipient: str
+    status: str
+    attempts: int
+    last_error: str | None
+    updated_at: datetime
+
+
+class RetryFilter(BaseModel):
+    """Which dead letters to resend; every given field must match."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    status: list[Literal["failed", "unknown", "undelivered"]] = ["failed"]
+    channel: str | None = None
+    since: str | None = Field(None, examples=["1h", "2026-11-28T00:00:00Z"])
+    limit: int = Field(1000, ge=1, le=10_000)
+
+
+class Requeued(BaseModel):
+    requeued: list[str]
+
+
+def _add_notification_routes(
+    app: FastAPI, settings: Settings, authenticated: Callable[..., None]
+) -> None:
+    auth = [Depends(authenticated)]
+
+    @app.get("/v1/notifications", dependencies=auth)
+    def list_notifications(
+        statuses: Annotated[list[str] | None, Query(alias="status")] = None,
+        channel: str | None = None,
+        since: str | None = None,
+        limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    ) -> list[NotificationSummary]:
+        """Notifications by status (e.g. ``?status=failed``), channel and age, newest first."""
+        found = notifications.find(
+            settings,
+            statuses=statuses or [],
+            channel=channel,
+            since=notifications.parse_since(since),
+            limit=limit,
+        )
+        return [NotificationSummary.model_validate(n, from_attributes=True) for n in found]
+
+    @app.post("/v1/notifications/{notification_id}/retry", status_code=202, dependencies=auth)
+    def retry_one(notification_id: str) -> Requeued:
+        """Send a failed, unknown or undelivered notification again, with fresh attempts."""
+        requeued = notifications.retry(settings, ids=[notification_id])
+        if not requeued:
+            raise HTTPException(
+                status.HTTP_409_CONFLICT,
+                f"{notification_id!r} does not exist or is not failed, unknown or undelivered",
+            )
+        return Requeued(requeued=requeued)
+
+    @app.post("/v1/notifications:retry", status_code=202, dependencies=auth)
+    def retry_many(selection: RetryFilter) -> Requeued:
+        """Bulk retry of the dead letters matching a filter."""
+        requeued = notifications.retry(
+            settings,
+            statuses=selection.status,
+            channel=selection.channel,
+            since=notifications.parse_since(selection.since),
+            limit=selection.limit,
+        )
+        return Requeued(requeued=requeued)
+
+
+def _add_callback_routes(app: FastAPI, settings: Settings) -> None:
+    sms = settings.channels.sms
+    database_url = settings.resolved_database_url
+
+    @app.post("/v1/callbacks/twilio", status_code=status.HTTP_204_NO_CONTENT)
+    async def twilio_status(request: Request) -> None:
+        """Twilio's delivery reports: marks the SMS ``delivered`` or ``undelivered``.
+
+        Authenticated by ``X-Twilio-Signature`` over the callback URL Twilio was
+        given (``channels.sms.status_callback_url``) and the form fields.
+        """
+        form = dict(parse_qsl((await request.body()).decode(), keep_blank_values=True))
+        url = sms.status_callback_url or str(request.url)
+        token = sms.auth_token.get_secret_value()
+        signature = request.headers.get("X-Twilio-Signature", "")
+        if not token or not RequestValidator(token).validate(url, form, signature):
+            raise HTTPException(status.HTTP_403_FORBIDDEN, "invalid X-Twilio-Signature")
+        reported = TWILIO_FINAL_STATUSES.get(form.get("MessageStatus", ""))
+        if reported is None:
+            return  # queued, sent, ... are progress reports, not outcomes
+        sid, code = form.get("MessageSid", ""), form.get("ErrorCode", "")
+        error = f"twilio error {code}" if code else None
+        with session(database_url) as db:
+            if not repository.record_provider_status(db, "sms", sid, reported, error):
+                raise HTTPException(status.HTTP_404_NOT_FOUND, f"no SMS with sid {sid!r}")
+            if code == "21610":
+                repository.add_opt_out(db, "sms", form.get("To", ""), "replied STOP (21610)")

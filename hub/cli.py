@@ -17,8 +17,10 @@ from hub.settings import Settings, get_settings
 cli = typer.Typer(help="hub: event-driven notifications on Celery and Redis.", no_args_is_help=True)
 keys_cli = typer.Typer(help="Manage API keys.", no_args_is_help=True)
 db_cli = typer.Typer(help="Manage the store's schema.", no_args_is_help=True)
+notifications_cli = typer.Typer(help="Find and resend dead letters.", no_args_is_help=True)
 cli.add_typer(keys_cli, name="keys")
 cli.add_typer(db_cli, name="db")
+cli.add_typer(notifications_cli, name="notifications")
 
 ALL_QUEUES = "celery,events,email,sms,alert"
 
@@ -221,6 +223,64 @@ def keys_create(
         raise fail(str(exc)) from None
     typer.echo(key)
     typer.echo(f"API key {name!r} created; store it now, it is not shown again.", err=True)
+
+
+@notifications_cli.command("list")
+def notifications_list(
+    status: Annotated[list[str], typer.Option(help="Repeatable: failed, unknown, ...")] = [],  # noqa: B006
+    channel: Annotated[str | None, typer.Option(help="Only this channel")] = None,
+    since: Annotated[str | None, typer.Option(help="1h, 30m, 2d or ISO 8601")] = None,
+    limit: Annotated[int, typer.Option(help="At most this many")] = 100,
+) -> None:
+    """List notifications, newest first."""
+    from hub import notifications
+
+    settings = _settings()
+    try:
+        found = notifications.find(
+            settings,
+            statuses=status,
+            channel=channel,
+            since=notifications.parse_since(since),
+            limit=limit,
+        )
+    except notifications.InvalidFilter as exc:
+        raise fail(str(exc)) from None
+    for n in found:
+        typer.echo(
+            f"{n.id}  {n.status:<11} {n.channel:<8} {n.recipient}  "
+            f"attempts={n.attempts}  {n.last_error or ''}"
+        )
+
+
+@notifications_cli.command("retry")
+def notifications_retry(
+    ids: Annotated[list[str] | None, typer.Argument(help="Notification ids")] = None,
+    failed: Annotated[bool, typer.Option("--failed", help="All failed ones")] = False,
+    unknown: Annotated[bool, typer.Option("--unknown", help="All with unknown outcome")] = False,
+    channel: Annotated[str | None, typer.Option(help="Only this channel")] = None,
+    since: Annotated[str | None, typer.Option(help="1h, 30m, 2d or ISO 8601")] = None,
+) -> None:
+    """Send failed (or unknown-outcome) notifications again, by id or by filter."""
+    from hub import notifications
+
+    statuses = [s for s, wanted in (("failed", failed), ("unknown", unknown)) if wanted]
+    if not ids and not statuses:
+        raise fail("name notification ids, or --failed and/or --unknown")
+    settings = _settings()
+    try:
+        requeued = notifications.retry(
+            settings,
+            ids=ids or [],
+            statuses=statuses,
+            channel=channel,
+            since=notifications.parse_since(since),
+        )
+    except (notifications.InvalidFilter, ConfigError) as exc:
+        raise fail(str(exc)) from None
+    for notification_id in requeued:
+        typer.echo(notification_id)
+    typer.echo(f"requeued {len(requeued)} notification(s)", err=True)
 
 
 @db_cli.command("upgrade")

@@ -9,7 +9,9 @@
     ├── BrokerUnavailable     the broker refused or timed out a publish
     └── ChannelError          a delivery attempt failed
         ├── TransientError    worth retrying: timeout, rate limited, provider down
-        └── PermanentError    never worth retrying: invalid recipient, rejected, auth failed
+        ├── PermanentError    never worth retrying: invalid recipient, rejected, auth failed
+        └── OutcomeUnknown    the provider may or may not have sent it (timeout after the
+                              request went out, Twilio 20500): never silently resent
 
 Errors carry data (the channel, the provider's code, ``retry_after_s``), so the
 delivery task decides what to do from fields, never from message text.
@@ -76,4 +78,23 @@ class TransientError(ChannelError):
 
 
 class PermanentError(ChannelError):
-    """The attempt will never succeed as is: fail the notification now."""
+    """The attempt will never succeed as is: fail the notification now.
+
+    ``opt_out`` says the recipient asked not to be contacted on this channel
+    again (an SMS STOP); the hub then suppresses later messages to them.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        channel: str,
+        provider_code: str | int | None = None,
+        opt_out: bool = False,
+    ) -> None:
+        super().__init__(message, channel=channel, provider_code=provider_code)
+        self.opt_out = opt_out
+
+
+class OutcomeUnknown(ChannelError):
+    """The provider may have accepted the message: retrying risks a duplicate."""

@@ -6,9 +6,10 @@ Pure logic over the event's data: no broker, no provider.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from itertools import product
 from typing import Any
 
-from hub.settings import Subscription
+from hub.settings import Settings, Subscription
 from hub.store import repository
 from hub.store.db import session
 from hub.store.repository import NewNotification, notification_id
@@ -26,11 +27,13 @@ def plan(
     data: dict[str, Any],
     subscriptions: Sequence[Subscription],
     templates: Templates,
+    alert_targets: Sequence[str],
 ) -> list[NewNotification]:
-    """The notifications ``event`` must produce: one per matching subscription and recipient.
+    """The notifications ``event`` must produce: one per subscription, channel and recipient.
 
     A subscription whose ``when`` is false, or whose recipient renders empty,
-    produces nothing. Recipients may be a comma-separated list.
+    produces nothing. Recipients may be a comma-separated list. The channel
+    ``alert`` stands for every target in ``alert_targets``.
     """
     context = context_for(event_id, event_type, data)
     planned: dict[str, NewNotification] = {}
@@ -40,33 +43,37 @@ def plan(
         if subscription.when and not templates.condition(subscription.when, context):
             continue
         rendered = templates.expression(subscription.to, context)
-        for recipient in filter(None, (r.strip() for r in rendered.split(","))):
-            nid = notification_id(event_id, subscription.name, recipient)
+        recipients = [r.strip() for r in rendered.split(",") if r.strip()]
+        channels = alert_targets if subscription.channel == "alert" else [subscription.channel]
+        for channel, recipient in product(channels, recipients):
+            nid = notification_id(event_id, subscription.name, channel, recipient)
             planned[nid] = NewNotification(
                 id=nid,
                 event_id=event_id,
                 subscription=subscription.name,
-                channel=subscription.channel,
+                channel=channel,
                 recipient=recipient,
                 template=subscription.template,
             )
     return list(planned.values())
 
 
-def route_event(
-    database_url: str,
-    subscriptions: Sequence[Subscription],
-    templates: Templates,
-    event_id: str,
-) -> list[tuple[str, str]]:
+def route_event(settings: Settings, templates: Templates, event_id: str) -> list[tuple[str, str]]:
     """Store the notifications of a stored event; ``(id, channel)`` of those to enqueue.
 
     Safe to repeat: notification ids are deterministic, so a redelivered
     routing task finds the rows it already made.
     """
-    with session(database_url) as db:
+    with session(settings.resolved_database_url) as db:
         event = repository.get_event(db, event_id)
         if event is None:
             return []
-        planned = plan(event.id, event.type, event.data, subscriptions, templates)
+        planned = plan(
+            event.id,
+            event.type,
+            event.data,
+            settings.subscriptions,
+            templates,
+            settings.channels.alert_targets,
+        )
         return repository.add_notifications(db, event.id, planned)

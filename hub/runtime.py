@@ -13,7 +13,11 @@ import threading
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
-from hub.channels import Channel, EmailChannel
+import redis
+
+from hub.channels import CHANNELS, Channel
+from hub.errors import ConfigError
+from hub.ratelimit import Rate, RateLimiter
 from hub.settings import Settings, get_settings
 from hub.templates import Templates
 
@@ -21,9 +25,12 @@ T = TypeVar("T")
 
 
 def build_channels(settings: Settings) -> dict[str, Channel]:
-    """Every channel, configured from settings."""
+    """Every channel, configured from its settings; unconfigured ones write to the outbox."""
     outbox = settings.var_dir / "outbox"
-    return {"email": EmailChannel(settings.channels.email, outbox / "email")}
+    return {
+        name: channel(settings.channels.of(name), outbox / name)  # type: ignore[call-arg]
+        for name, channel in CHANNELS.items()
+    }
 
 
 class Runtime:
@@ -33,11 +40,26 @@ class Runtime:
         self.settings = settings
         self.templates = Templates(settings.all_template_dirs)
         self.channels = build_channels(settings)
+        self.limiter = _limiter(settings, self.channels)
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="hub-io", daemon=True)
         self._thread.start()
         for channel in self.channels.values():
             self.run(channel.start(), timeout_s=30)
+
+    def throttle(self, channel: str) -> float:
+        """0.0 when ``channel`` may send now, else the seconds until it may."""
+        if self.limiter is None:
+            return 0.0
+        limits = self.settings.channels.of(channel)
+        if not limits.rate_limit:
+            return self.limiter.paused_for(channel)
+        return self.limiter.acquire(channel, Rate.parse(limits.rate_limit), limits.burst)
+
+    def pause(self, channel: str, seconds: float) -> None:
+        """Hold every worker's sends on ``channel`` (a provider asked us to back off)."""
+        if self.limiter is not None:
+            self.limiter.pause(channel, seconds)
 
     def run(self, coroutine: Coroutine[Any, Any, T], timeout_s: float) -> T:
         """Run ``coroutine`` on the process's loop; cancel it after ``timeout_s``."""
@@ -53,6 +75,16 @@ class Runtime:
             self.run(channel.close(), timeout_s=10)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(timeout=5)
+
+
+def _limiter(settings: Settings, channels: dict[str, Channel]) -> RateLimiter | None:
+    url = settings.rate_limit_redis_url
+    limited = [name for name in channels if settings.channels.of(name).rate_limit]
+    if limited and not url:
+        raise ConfigError(
+            f"channels.{limited[0]}.rate_limit needs Redis: set redis_url (the broker is not Redis)"
+        )
+    return RateLimiter(redis.Redis.from_url(url)) if url else None
 
 
 _runtime: Runtime | None = None

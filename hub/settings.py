@@ -15,14 +15,16 @@ from functools import cache
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from hub.errors import ConfigError
+from hub.ratelimit import Rate
 
 ENV_PREFIX = "HUB_"
-CHANNEL_NAMES = ("email",)
-ChannelName = Literal["email"]
+ChannelName = Literal["email", "sms", "slack", "webhook", "apprise", "alert"]
+# "alert" in a subscription means every configured alert target.
+ALERT_CHANNELS = ("slack", "webhook", "apprise")
 
 
 class _Strict(BaseModel):
@@ -48,7 +50,31 @@ class DeliverySettings(_Strict):
     stuck_after_s: float = Field(60.0, gt=0)
 
 
-class EmailSettings(_Strict):
+class ChannelSettings(_Strict):
+    """What every channel can be told."""
+
+    # When a provider may or may not have sent a message (a timeout after the
+    # request went out, Twilio 20500): "hold" marks it unknown for a person to
+    # review; "retry" sends again and risks a duplicate.
+    on_unknown: Literal["hold", "retry"] = "hold"
+    # Shared by every worker (kept in Redis): "10/s", "50/m", "1/5s"; empty: none.
+    rate_limit: str = ""
+    burst: int = Field(1, ge=1)
+    # Overrides delivery.max_attempts for this channel.
+    max_attempts: int | None = Field(None, ge=1)
+
+    @field_validator("rate_limit")
+    @classmethod
+    def _valid_rate(cls, value: str) -> str:
+        if value:
+            try:
+                Rate.parse(value)
+            except ConfigError as exc:
+                raise ValueError(str(exc)) from None
+        return value
+
+
+class EmailSettings(ChannelSettings):
     """SMTP delivery. An empty ``host`` writes ``.eml`` files to ``var/outbox/email/``."""
 
     host: str = ""
@@ -63,8 +89,64 @@ class EmailSettings(_Strict):
     recycle_after: int = Field(100, ge=1)
 
 
+class SmsSettings(ChannelSettings):
+    """Twilio SMS. No ``account_sid``: messages go to ``var/outbox/sms/``."""
+
+    account_sid: str = ""
+    auth_token: SecretStr = SecretStr("")
+    from_number: str = ""
+    messaging_service_sid: str = ""
+    api_base: str = Field("", description="Empty: Twilio's own; tests point it at a local fake")
+    status_callback_url: str = Field("", description="Public URL of POST /v1/callbacks/twilio")
+    default_region: str = Field("US", description="Region for numbers given without +country")
+    max_segments: int = Field(3, ge=1, le=10)
+    over_limit: Literal["refuse", "truncate"] = "refuse"
+    timeout_s: float = Field(10.0, gt=0)
+
+
+class SlackSettings(ChannelSettings):
+    """Slack incoming webhook. Empty: payloads go to ``var/outbox/slack/``."""
+
+    webhook_url: SecretStr = SecretStr("")
+    timeout_s: float = Field(10.0, gt=0)
+
+
+class WebhookSettings(ChannelSettings):
+    """Generic JSON webhook signed with HMAC-SHA256 (header ``X-Hub-Signature``)."""
+
+    url: str = ""
+    secret: SecretStr = SecretStr("")
+    timeout_s: float = Field(10.0, gt=0)
+
+
+class AppriseSettings(ChannelSettings):
+    """Any Apprise service by URL (tgram://, discord://, msteams://, json://, ...)."""
+
+    urls: list[SecretStr] = Field(default_factory=list)
+    timeout_s: float = Field(15.0, gt=0)
+
+
 class ChannelsSettings(_Strict):
     email: EmailSettings = EmailSettings()
+    sms: SmsSettings = SmsSettings()
+    slack: SlackSettings = SlackSettings()
+    webhook: WebhookSettings = WebhookSettings()
+    apprise: AppriseSettings = AppriseSettings()
+
+    def of(self, channel: str) -> ChannelSettings:
+        """The settings of ``channel`` by name."""
+        settings: ChannelSettings = getattr(self, channel)
+        return settings
+
+    @property
+    def alert_targets(self) -> list[str]:
+        """The configured alert channels; Slack's outbox when none is configured."""
+        configured = {
+            "slack": bool(self.slack.webhook_url.get_secret_value()),
+            "webhook": bool(self.webhook.url),
+            "apprise": bool(self.apprise.urls),
+        }
+        return [name for name in ALERT_CHANNELS if configured[name]] or ["slack"]
 
 
 class EventType(_Strict):
@@ -95,6 +177,7 @@ class Settings(BaseSettings):
     )
 
     broker_url: str = Field("", description="Empty: `hub up` starts an embedded redis-server")
+    redis_url: str = Field("", description="Redis for rate limits; empty: the broker if Redis")
     database_url: str = Field("", description="Empty: SQLite at <var_dir>/hub.db")
     var_dir: Path = Path("var")
     template_dirs: list[Path] = Field(default_factory=list)
@@ -119,6 +202,12 @@ class Settings(BaseSettings):
     @property
     def resolved_database_url(self) -> str:
         return self.database_url or f"sqlite:///{(self.var_dir / 'hub.db').resolve()}"
+
+    @property
+    def rate_limit_redis_url(self) -> str:
+        """Where rate limits live: ``redis_url``, else the broker when it is Redis."""
+        broker = self.broker_url if self.broker_url.startswith(("redis://", "rediss://")) else ""
+        return self.redis_url or broker
 
     @property
     def all_template_dirs(self) -> list[Path]:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from celery import Task
 from celery.signals import worker_process_init, worker_process_shutdown, worker_shutdown
 
 from hub import events
@@ -41,24 +40,22 @@ def publish(type: str, data: dict[str, Any], id: str | None = None) -> dict[str,
 def route(event_id: str) -> int:
     """Turn a stored event into notifications and enqueue each one's delivery."""
     runtime = get_runtime()
-    settings = runtime.settings
-    queued = route_event(
-        settings.resolved_database_url, settings.subscriptions, runtime.templates, event_id
-    )
+    queued = route_event(runtime.settings, runtime.templates, event_id)
     for notification_id, channel in queued:
         enqueue_delivery(notification_id, channel)
     return len(queued)
 
 
-@app.task(name="hub.deliver", bind=True, max_retries=None)
-def deliver(self: Task, notification_id: str) -> str | None:
-    """One delivery attempt; transient failures come back after a backoff countdown."""
+@app.task(name="hub.deliver")
+def deliver(notification_id: str) -> str | None:
+    """One delivery attempt; a retry or a rate-limit wait comes back after a countdown."""
     outcome = deliver_notification(get_runtime(), notification_id)
     if outcome is None:
         return None
     if outcome.retry_in_s is not None:
-        # The attempt count lives in the store, so Celery's max_retries stays off.
-        raise self.retry(countdown=outcome.retry_in_s)
+        # A new message rather than self.retry(): attempts are counted in the
+        # store, and a rate-limit wait must not count as one.
+        enqueue_delivery(notification_id, outcome.channel, countdown=outcome.retry_in_s)
     return str(outcome.status)
 
 

@@ -57,6 +57,14 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "task_acks_late": True,
         "task_reject_on_worker_lost": True,
         "worker_prefetch_multiplier": 1,
+        # Backstops behind the per-attempt timeout: a hung provider call is cut
+        # (soft) or its process killed (hard); the sweeper then retries it.
+        "task_annotations": {
+            "hub.deliver": {
+                "soft_time_limit": settings.delivery.attempt_timeout_s + 10,
+                "time_limit": settings.delivery.attempt_timeout_s + 30,
+            }
+        },
         "worker_hijack_root_logger": False,
         "task_default_queue": DEFAULT_QUEUE,
         "task_queues": [Queue(name) for name in QUEUES],
@@ -88,5 +96,5 @@ def enqueue_route(event_id: str) -> None:
     enqueue("hub.route", [event_id], EVENTS_QUEUE)
 
 
-def enqueue_delivery(notification_id: str, channel: str) -> None:
-    enqueue("hub.deliver", [notification_id], queue_for(channel))
+def enqueue_delivery(notification_id: str, channel: str, countdown: float | None = None) -> None:
+    enqueue("hub.deliver", [notification_id], queue_for(channel), countdown)

@@ -38,7 +38,7 @@ to = "{{ data.email }}"
 template = "broken"
 """
 
-TERMINAL = {"sent", "failed", "suppressed"}
+TERMINAL = {"sent", "failed", "suppressed", "unknown", "delivered", "undelivered"}
 
 
 def missing_service(reason: str) -> None:

@@ -3,7 +3,7 @@
 Recipients choose the server's answer by their local part:
 ``reject-...@`` gets 550 at RCPT; ``busy<N>-...@`` gets 451 for its first N
 tries, then is accepted; ``closing-...@`` gets 421 (server closing) on its first
-try; anything else is accepted.
+try; anything else is accepted. Addresses added to ``healed`` are always accepted.
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ class SmtpSink:
     messages: list[Received] = field(default_factory=list)
     connections: int = 0
     tries: Counter[str] = field(default_factory=Counter)
+    healed: set[str] = field(default_factory=set)
     _changed: threading.Condition = field(default_factory=threading.Condition)
 
     async def handle_EHLO(
@@ -59,6 +60,9 @@ class SmtpSink:
         with self._changed:
             self.tries[address] += 1
             tries = self.tries[address]
+        if address in self.healed:
+            envelope.rcpt_tos.append(address)
+            return "250 OK"
         if address.startswith("reject-"):
             return "550 5.1.1 mailbox unavailable"
         if address.startswith("closing-") and tries == 1:

@@ -9,8 +9,8 @@ from email import message_from_bytes, policy
 from pathlib import Path
 
 import pytest
-from hub.channels import EmailChannel, Message
 
+from hub.channels import EmailChannel, Message
 from hub.errors import PermanentError, TransientError
 from hub.settings import EmailSettings
 from tests.smtp_sink import SmtpSink, _free_port, start_sink

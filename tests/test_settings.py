@@ -33,8 +33,14 @@ def test_bundled_settings_load_with_the_documented_defaults(settings_file: Path)
     assert settings.broker_url == ""
     assert settings.resolved_database_url.endswith("var/hub.db")
     assert settings.channels.email.host == ""
-    assert set(settings.events) == {"user.registered", "task.failed"}
-    assert {s.event for s in settings.subscriptions} == {"user.registered", "task.failed"}
+    assert set(settings.events) == {"user.registered", "task.failed", "notification.failed"}
+    assert {(s.event, s.channel) for s in settings.subscriptions} == {
+        ("user.registered", "email"),
+        ("user.registered", "sms"),
+        ("task.failed", "alert"),
+        ("notification.failed", "alert"),
+    }
+    assert settings.channels.alert_targets == ["slack"]
 
 
 def test_env_vars_override_nested_keys(

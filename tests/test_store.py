@@ -54,7 +54,7 @@ def new_event(key: str | None = None) -> Event:
 def routed(event: Event, *recipients: str) -> list[NewNotification]:
     return [
         NewNotification(
-            id=notification_id(event.id, "welcome", r),
+            id=notification_id(event.id, "welcome", "email", r),
             event_id=event.id,
             subscription="welcome",
             channel="email",

@@ -26,10 +26,13 @@ class EventStatus(StrEnum):
 class NotificationStatus(StrEnum):
     QUEUED = "queued"
     SENDING = "sending"
-    SENT = "sent"
+    SENT = "sent"  # the provider accepted it
     RETRYING = "retrying"
     FAILED = "failed"
-    SUPPRESSED = "suppressed"
+    SUPPRESSED = "suppressed"  # not sent on purpose: the recipient opted out
+    UNKNOWN = "unknown"  # the provider may have sent it; held for review, never resent silently
+    DELIVERED = "delivered"  # the provider reported delivery (status callback)
+    UNDELIVERED = "undelivered"  # the provider reported it could not deliver
 
 
 class Event(Base):
@@ -58,7 +61,8 @@ class Notification(Base):
     status: Mapped[str] = mapped_column(String(20), default=NotificationStatus.QUEUED)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     last_error: Mapped[str | None] = mapped_column(Text)
-    provider_message_id: Mapped[str | None] = mapped_column(String(500))
+    provider_message_id: Mapped[str | None] = mapped_column(String(500), index=True)
+    segments: Mapped[int | None] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
     sent_at: Mapped[datetime | None]
@@ -76,6 +80,17 @@ class Attempt(Base):
     finished_at: Mapped[datetime | None]
     outcome: Mapped[str] = mapped_column(String(20))  # sent, transient, permanent
     error: Mapped[str | None] = mapped_column(Text)
+
+
+class OptOut(Base):
+    """A recipient who asked not to be contacted on a channel again (e.g. SMS STOP)."""
+
+    __tablename__ = "opt_outs"
+
+    channel: Mapped[str] = mapped_column(String(40), primary_key=True)
+    recipient: Mapped[str] = mapped_column(String(500), primary_key=True)
+    reason: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
 class ApiKey(Base):

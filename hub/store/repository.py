@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Select, and_, or_, select, update
+from sqlalchemy import Select, and_, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -24,6 +24,7 @@ from hub.store.models import (
     EventStatus,
     Notification,
     NotificationStatus,
+    OptOut,
     utcnow,
 )
 
@@ -69,6 +70,10 @@ def get_event(db: Session, event_id: str) -> Event | None:
     return db.get(Event, event_id)
 
 
+def get_notification(db: Session, notification_id: str) -> Notification | None:
+    return db.get(Notification, notification_id)
+
+
 def notifications_of(db: Session, event_id: str) -> Sequence[Notification]:
     query = select(Notification).where(Notification.event_id == event_id)
     return db.scalars(query.order_by(Notification.created_at, Notification.id)).all()
@@ -76,7 +81,7 @@ def notifications_of(db: Session, event_id: str) -> Sequence[Notification]:
 
 def attempts_of(db: Session, notification_ids: Iterable[str]) -> Sequence[Attempt]:
     query = select(Attempt).where(Attempt.notification_id.in_(list(notification_ids)))
-    return db.scalars(query.order_by(Attempt.notification_id, Attempt.number)).all()
+    return db.scalars(query.order_by(Attempt.notification_id, Attempt.id)).all()
 
 
 def add_notifications(
@@ -117,9 +122,10 @@ def add_notifications(
     return [(row.id, row.channel) for row in db.execute(query)]
 
 
-def notification_id(event_id: str, subscription: str, recipient: str) -> str:
+def notification_id(event_id: str, subscription: str, channel: str, recipient: str) -> str:
     """Deterministic id: routing the same event twice yields the same notifications."""
-    digest = hashlib.sha256(f"{event_id}\x00{subscription}\x00{recipient}".encode()).hexdigest()
+    key = "\x00".join((event_id, subscription, channel, recipient))
+    digest = hashlib.sha256(key.encode()).hexdigest()
     return f"ntf_{digest[:32]}"
 
 
@@ -138,9 +144,12 @@ def claim(db: Session, notification_id: str) -> Notification | None:
         return None
     notification = db.get(Notification, notification_id, populate_existing=True)
     assert notification is not None
-    db.add(
-        Attempt(notification_id=notification_id, number=notification.attempts, outcome="sending")
+    # Attempt numbers keep counting across manual retries, which reset the budget.
+    previous = db.scalar(
+        select(func.max(Attempt.number)).where(Attempt.notification_id == notification_id)
     )
+    number = (previous or 0) + 1
+    db.add(Attempt(notification_id=notification_id, number=number, outcome="sending"))
     return notification
 
 
@@ -152,21 +161,101 @@ def finish(
     outcome: str,
     error: str | None = None,
     provider_message_id: str | None = None,
+    segments: int | None = None,
 ) -> None:
     """Record the end of the current attempt and the notification's new status."""
     now = utcnow()
     values: dict[str, Any] = {"status": status, "updated_at": now, "last_error": error}
     if status == NotificationStatus.SENT:
-        values.update(sent_at=now, provider_message_id=provider_message_id)
+        values.update(sent_at=now, provider_message_id=provider_message_id, segments=segments)
     db.execute(update(Notification).where(Notification.id == notification_id).values(**values))
     attempt = db.scalar(
         select(Attempt)
         .where(Attempt.notification_id == notification_id)
-        .order_by(Attempt.number.desc())
+        .order_by(Attempt.id.desc())
         .limit(1)
     )
     if attempt is not None:
         attempt.outcome, attempt.error, attempt.finished_at = outcome, error, now
+
+
+RETRYABLE = (
+    NotificationStatus.FAILED,
+    NotificationStatus.UNKNOWN,
+    NotificationStatus.UNDELIVERED,
+)
+
+
+def find_notifications(
+    db: Session,
+    *,
+    ids: Sequence[str] = (),
+    statuses: Sequence[str] = (),
+    channel: str | None = None,
+    since: datetime | None = None,
+    limit: int = 100,
+) -> Sequence[Notification]:
+    """Notifications matching every given filter, newest first."""
+    query = select(Notification)
+    if ids:
+        query = query.where(Notification.id.in_(list(ids)))
+    if statuses:
+        query = query.where(Notification.status.in_(list(statuses)))
+    if channel:
+        query = query.where(Notification.channel == channel)
+    if since:
+        query = query.where(Notification.updated_at >= since)
+    return db.scalars(query.order_by(Notification.updated_at.desc()).limit(limit)).all()
+
+
+def requeue(db: Session, ids: Sequence[str]) -> list[tuple[str, str]]:
+    """Put failed/unknown/undelivered notifications back in the queue with fresh attempts.
+
+    Returns ``(id, channel)`` of those requeued; others are left alone.
+    """
+    candidates = [
+        (n.id, n.channel)
+        for n in find_notifications(db, ids=ids, statuses=RETRYABLE, limit=len(ids) or 1)
+    ]
+    if candidates:
+        db.execute(
+            update(Notification)
+            .where(
+                Notification.id.in_([nid for nid, _ in candidates]),
+                Notification.status.in_(RETRYABLE),
+            )
+            .values(status=NotificationStatus.QUEUED, attempts=0, updated_at=utcnow())
+        )
+    return candidates
+
+
+def is_opted_out(db: Session, channel: str, recipient: str) -> bool:
+    return db.get(OptOut, (channel, recipient)) is not None
+
+
+def add_opt_out(db: Session, channel: str, recipient: str, reason: str) -> None:
+    """Remember that ``recipient`` asked not to be contacted on ``channel`` (idempotent)."""
+    if not is_opted_out(db, channel, recipient):
+        db.add(OptOut(channel=channel, recipient=recipient, reason=reason))
+
+
+def record_provider_status(
+    db: Session,
+    channel: str,
+    provider_message_id: str,
+    status: NotificationStatus,
+    error: str | None,
+) -> bool:
+    """Apply a provider's delivery report; False when no notification has that id."""
+    result = db.execute(
+        update(Notification)
+        .where(
+            Notification.channel == channel,
+            Notification.provider_message_id == provider_message_id,
+        )
+        .values(status=status, last_error=error, updated_at=utcnow())
+    )
+    return bool(result.rowcount)  # type: ignore[attr-defined]
 
 
 def stuck_events(db: Session, older_than: datetime) -> list[str]:

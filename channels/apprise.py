@@ -1,0 +1,115 @@
+"""Any service Apprise knows (Telegram, Discord, Teams, ntfy, json://, ...) by URL.
+
+All configured URLs get every message, through one Apprise object built at
+start-up (a URL Apprise cannot parse stops start-up). Apprise makes exactly
+one attempt here: a ``?retry=`` in a URL is overridden, because retries are
+the delivery task's job. With no URLs configured, messages are written as
+``.json`` files to the outbox instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from types import ModuleType
+from typing import TYPE_CHECKING, ClassVar
+from urllib.parse import parse_qs, urlsplit
+
+from hub.channels.base import Channel, Message, Outbox, Receipt
+from hub.errors import ConfigError, TransientError
+from hub.settings import AppriseSettings
+
+if TYPE_CHECKING:
+    import apprise as apprise_lib
+
+CHANNEL = "apprise"
+# Apprise's notify types are info, success, warning and failure.
+NOTIFY_TYPES = {
+    "info": "info",
+    "success": "success",
+    "warning": "warning",
+    "error": "failure",
+    "critical": "failure",
+}
+
+
+def notify_type(message: Message) -> str:
+    """Apprise's notify type for the event's ``severity`` (default ``error``)."""
+    return NOTIFY_TYPES.get(str(message.data.get("severity", "error")).lower(), "failure")
+
+
+def _import_apprise() -> ModuleType:
+    try:
+        import apprise
+    except ImportError as exc:
+        raise ConfigError(
+            "channels.apprise.urls is set but the apprise package is not installed"
+        ) from exc
+    return apprise
+
+
+class AppriseChannel(Channel):
+    """Alerts fanned out to every configured Apprise URL."""
+
+    name: ClassVar[str] = CHANNEL
+    queue: ClassVar[str] = "alert"
+    parts: ClassVar[tuple[str, ...]] = ("body.txt",)
+
+    def __init__(self, settings: AppriseSettings, outbox_dir: Path) -> None:
+        self.settings = settings
+        self.outbox = Outbox(outbox_dir)
+        self.urls = [url.get_secret_value() for url in settings.urls]
+        self.apprise: apprise_lib.Apprise | None = None
+
+    async def start(self) -> None:
+        if not self.urls:
+            return
+        apprise = _import_apprise()
+        asset = apprise.AppriseAsset(async_mode=True, storage_mode="memory")
+        self.apprise = apprise.Apprise(asset=asset)
+        for index, url in enumerate(self.urls):
+            service = apprise.Apprise.instantiate(url, asset=asset)
+            if service is None:
+                # The URL carries credentials: name the setting and scheme only.
+                scheme = urlsplit(url).scheme or "?"
+                raise ConfigError(
+                    f"channels.apprise.urls[{index}]: Apprise cannot use this {scheme}:// URL"
+                )
+            self._one_attempt_within_timeout(service, url)
+            self.apprise.add(service)
+
+    def _one_attempt_within_timeout(self, service: apprise_lib.NotifyBase, url: str) -> None:
+        service.retry = 0
+        given = parse_qs(urlsplit(url).query)
+        if "cto" not in given:
+            service.socket_connect_timeout = self.settings.timeout_s
+        if "rto" not in given:
+            service.socket_read_timeout = self.settings.timeout_s
+
+    async def close(self) -> None:
+        self.apprise = None
+
+    async def send(self, message: Message) -> Receipt:
+        receipt_id = f"apprise-{message.notification_id}"
+        title = message.subject or message.event_type
+        kind = notify_type(message)
+        if not self.urls:
+            document = {"title": title, "body": message.text, "notify_type": kind}
+            content = json.dumps(document, ensure_ascii=False, indent=2).encode()
+            path = await self.outbox.write(message, content, "json")
+            return Receipt(receipt_id, {"outbox": str(path)})
+        if self.apprise is None:
+            raise RuntimeError("AppriseChannel.send() before start()")
+        options = {"body": message.text, "title": title, "notify_type": kind, "body_format": "text"}
+        if hasattr(self.apprise, "async_notify"):
+            sent = await self.apprise.async_notify(**options)
+        else:
+            sent = await asyncio.to_thread(self.apprise.notify, **options)
+        if not sent:
+            # Apprise reports one bool for all targets and logs the reason, so a
+            # rejected token looks the same as a service that is down: treat it
+            # as transient and let the retry budget decide. A retry resends to
+            # the targets that did succeed, too.
+            raise TransientError("one or more targets failed", channel=CHANNEL)
+        return Receipt(receipt_id, {"targets": str(len(self.urls))})
