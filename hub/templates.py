@@ -68,7 +68,7 @@ class Templates:
         self, name: str, part: str, template: jinja2.Template, context: dict[str, Any]
     ) -> str:
         try:
-            return template.render(context).strip() + "\n"
+            return template.render(context).strip()
         except jinja2.UndefinedError as exc:
             raise TemplateError(name, f"{part}: {exc.message}") from exc
         except jinja2.TemplateError as exc:

@@ -161,16 +161,23 @@ def stop(process: subprocess.Popen[bytes]) -> None:
 
 
 @contextmanager
-def running_stack(home: Path, broker_url: str, smtp: SmtpSink) -> Iterator[Stack]:
+def running_stack(
+    home: Path,
+    broker_url: str,
+    smtp: SmtpSink,
+    extra_env: dict[str, str] | None = None,
+    port: int | None = None,
+) -> Iterator[Stack]:
     """API and worker subprocesses on ``broker_url``, delivering to the SMTP sink."""
     from hub import keys
     from hub.store.db import migrate
 
     database_url = f"sqlite:///{home / 'hub.db'}"
     env = hub_env(home, broker_url, smtp.port, database_url)  # type: ignore[attr-defined]
+    env.update(extra_env or {})
     migrate(database_url)
     api_key = keys.create_key(database_url, "tests")
-    port = _free_port()
+    port = port or _free_port()
     worker = start_hub_process(["worker", "--concurrency", "2"], env, home / "worker.log")
     api = start_hub_process(["api", "--port", str(port)], env, home / "api.log")
     base_url = f"http://127.0.0.1:{port}"
