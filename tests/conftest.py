@@ -17,6 +17,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit as make_url_parts
 
 import httpx
 import pytest
@@ -39,6 +40,15 @@ template = "broken"
 """
 
 TERMINAL = {"sent", "failed", "suppressed", "unknown", "delivered", "undelivered"}
+
+
+def other_redis_db(url: str) -> str:
+    """The same Redis server, another (flushed) database: a second stack's own queues."""
+    parsed = make_url_parts(url)
+    db = (int(parsed.path.strip("/") or 0) + 1) % 16
+    other = parsed._replace(path=f"/{db}").geturl()
+    redis.Redis.from_url(other).flushdb()
+    return other
 
 
 def missing_service(reason: str) -> None:
