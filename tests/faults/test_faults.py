@@ -1,0 +1,153 @@
+"""Spec: what the hub guarantees on a bad day, each fault injected into real processes."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+from celery import Celery
+
+from tests.conftest import wait_until
+from tests.faults.conftest import FaultyHub
+from tests.test_publish_to_email import address, user
+
+pytestmark = pytest.mark.faults
+
+
+def test_a_worker_killed_mid_send_is_replaced_and_the_email_goes_out_once(
+    faulty_hub: FaultyHub,
+) -> None:
+    to = address("held")
+    faulty_hub.smtp.holding.add(to)
+    event_id = faulty_hub.stack.publish("user.registered", user(to))
+    faulty_hub.smtp.wait_for(lambda sink: sink.tries[to] >= 1)
+
+    faulty_hub.kill("worker")  # SIGKILL while the SMTP conversation is open
+    faulty_hub.smtp.holding.discard(to)
+    faulty_hub.start_worker()
+
+    event = faulty_hub.stack.settled(event_id, timeout_s=60)
+    [notification] = event["notifications"]
+    assert notification["status"] == "sent"
+    assert [a["outcome"] for a in notification["attempt_log"]] == ["lost", "sent"]
+    assert len(faulty_hub.smtp.to(to)) == 1
+
+
+def test_a_redelivered_task_does_not_send_a_sent_notification_again(
+    faulty_hub: FaultyHub,
+) -> None:
+    to = address()
+    event = faulty_hub.stack.settled(faulty_hub.stack.publish("user.registered", user(to)))
+    [notification] = event["notifications"]
+    marker = address("marker")
+
+    # What a broker does after a crash between send and ack: deliver the task again.
+    with Celery(broker=faulty_hub.env["HUB_BROKER_URL"]) as broker:
+        broker.send_task("hub.deliver", args=[notification["id"]], queue="email")
+    faulty_hub.stack.settled(faulty_hub.stack.publish("user.registered", user(marker)))
+
+    assert len(faulty_hub.smtp.to(to)) == 1
+    assert faulty_hub.stack.event(event["id"])["notifications"][0]["attempts"] == 1
+
+
+def test_emails_sent_while_smtp_is_down_all_arrive_once_when_it_returns(
+    faulty_hub: FaultyHub,
+) -> None:
+    recipients = [address(f"outage{n}") for n in range(200)]
+    with faulty_hub.stack.client() as http:
+        for n, to in enumerate(recipients):
+            if n == 50:
+                faulty_hub.smtp.wait_for(lambda sink: len(sink.messages) >= 20)
+                faulty_hub.smtp_down()
+            http.post("/v1/events", json={"type": "user.registered", "data": user(to)})
+    wait_until(lambda: _retrying(faulty_hub), 30, "notifications retrying during the outage")
+
+    faulty_hub.smtp_up()
+
+    faulty_hub.smtp.wait_for(
+        lambda sink: all(len(sink.to(to)) >= 1 for to in recipients), timeout_s=120
+    )
+    assert all(len(faulty_hub.smtp.to(to)) == 1 for to in recipients)
+    with faulty_hub.stack.client() as http:
+        retried = http.get("/v1/notifications", params={"status": "sent", "limit": 1000}).json()
+    assert any(n["attempts"] > 1 for n in retried)
+
+
+def _retrying(hub: FaultyHub) -> bool:
+    with hub.stack.client() as http:
+        return bool(http.get("/v1/notifications", params={"status": "retrying"}).json())
+
+
+def test_queued_work_survives_a_redis_crash_and_publishes_get_503_while_it_is_down(
+    faulty_hub: FaultyHub,
+) -> None:
+    faulty_hub.stop("worker")
+    recipients = [address(f"queued{n}") for n in range(1000)]
+    with faulty_hub.stack.client() as http:
+        for to in recipients:
+            response = http.post("/v1/events", json={"type": "user.registered", "data": user(to)})
+            assert response.status_code == 202
+
+        faulty_hub.redis.process.kill()  # SIGKILL: only what AOF already has survives
+        faulty_hub.redis.process.wait()
+        refused_to = address("refused")
+        refused = http.post(
+            "/v1/events", json={"type": "user.registered", "data": user(refused_to)}, timeout=30
+        )
+    assert refused.status_code == 503
+    assert "broker unavailable" in refused.json()["detail"]
+
+    faulty_hub.redis.start(port=faulty_hub.redis_port)
+    faulty_hub.start_worker()
+
+    faulty_hub.smtp.wait_for(
+        lambda sink: all(len(sink.to(to)) >= 1 for to in recipients), timeout_s=300
+    )
+    assert all(len(faulty_hub.smtp.to(to)) == 1 for to in recipients)
+    # The refused publish was not stored, so nothing of it is delivered later.
+    assert faulty_hub.smtp.to(refused_to) == []
+
+
+def test_a_hung_smtp_call_is_cut_and_retried(faulty_hub: FaultyHub) -> None:
+    faulty_hub.stop("worker")
+    faulty_hub.env.update(
+        {"HUB_DELIVERY__ATTEMPT_TIMEOUT_S": "1", "HUB_CHANNELS__EMAIL__ON_UNKNOWN": "retry"}
+    )
+    faulty_hub.start_worker()
+    to = address("hung")
+    faulty_hub.smtp.holding.add(to)
+
+    event_id = faulty_hub.stack.publish("user.registered", user(to))
+    faulty_hub.smtp.wait_for(lambda sink: sink.tries[to] >= 2, timeout_s=30)
+    faulty_hub.smtp.holding.discard(to)
+
+    event = faulty_hub.stack.settled(event_id, timeout_s=60)
+    [notification] = event["notifications"]
+    assert notification["status"] == "sent"
+    assert notification["attempt_log"][0]["error"] == "email: attempt timed out"
+    assert len(faulty_hub.smtp.to(to)) == 1
+
+
+def test_the_api_answers_503_quickly_when_the_broker_is_down(faulty_hub: FaultyHub) -> None:
+    faulty_hub.redis.stop()
+
+    response = httpx.post(
+        f"{faulty_hub.stack.base_url}/v1/events",
+        headers={"Authorization": f"Bearer {faulty_hub.stack.api_key}"},
+        json={"type": "user.registered", "data": user(address())},
+        timeout=30,
+    )
+
+    assert response.status_code == 503
+    assert response.headers["Retry-After"] == "5"
+    assert "nothing was stored" in response.json()["detail"]
+
+
+def test_a_rate_limit_holds_across_worker_processes() -> None:
+    from bench.ratelimit import run
+
+    result = run(workers=3, rate="5/s", count=25)
+
+    assert result.received == 25
+    # Never faster than the limit plus its one-token burst, however the
+    # three processes interleave (a slow machine only lowers the count).
+    assert result.max_in_any_1s_window <= 6
