@@ -49,6 +49,11 @@ class Channel(ABC):
     queue: ClassVar[str]
     parts: ClassVar[tuple[str, ...]] = ("body.txt",)
 
+    @classmethod
+    def describe(cls, text: str) -> dict[str, str | int]:
+        """What a preview should show about ``text`` on this channel (e.g. SMS segments)."""
+        return {}
+
     async def start(self) -> None:
         """Open long-lived clients. Called once per worker process."""
 

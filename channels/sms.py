@@ -246,6 +246,15 @@ class SmsChannel(Channel):
     queue: ClassVar[str] = "sms"
     parts: ClassVar[tuple[str, ...]] = ("body.txt",)
 
+    @classmethod
+    def describe(cls, text: str) -> dict[str, str | int]:
+        counted = count_segments(text)
+        return {
+            "encoding": counted.encoding,
+            "units": counted.units,
+            "segments": counted.segments,
+        }
+
     def __init__(self, settings: SmsSettings, outbox_dir: Path) -> None:
         _check(settings)
         self.settings = settings

@@ -15,12 +15,14 @@ from pydantic import BaseModel, ConfigDict, Field
 from twilio.request_validator import RequestValidator
 
 from hub import __version__, events, keys, notifications
-from hub.errors import BrokerUnavailable, EventError
+from hub.channels import CHANNELS
+from hub.errors import BrokerUnavailable, EventError, TemplateError
 from hub.notifications import InvalidFilter
 from hub.settings import Settings, get_settings
 from hub.store import repository
 from hub.store.db import session
 from hub.store.models import Attempt, Event, Notification, NotificationStatus
+from hub.templates import Templates
 
 
 class EventIn(BaseModel):
@@ -119,6 +121,7 @@ def create_app() -> FastAPI:
     _add_event_routes(app, settings.resolved_database_url, authenticated)
     _add_notification_routes(app, settings, authenticated)
     _add_callback_routes(app, settings)
+    _add_template_routes(app, settings, authenticated)
     return app
 
 
@@ -304,3 +307,42 @@ def _add_callback_routes(app: FastAPI, settings: Settings) -> None:
                 raise HTTPException(status.HTTP_404_NOT_FOUND, f"no SMS with sid {sid!r}")
             if code == "21610":
                 repository.add_opt_out(db, "sms", form.get("To", ""), "replied STOP (21610)")
+
+
+class PreviewIn(BaseModel):
+    """Sample data to render a template with, as one channel would send it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    channel: Literal["email", "sms", "slack", "webhook", "apprise"]
+    event_type: str = Field("", description="Shown to the template as event.type")
+    data: dict[str, Any] = Field(default_factory=dict)
+
+
+class PreviewOut(BaseModel):
+    subject: str | None
+    text: str
+    html: str | None
+    details: dict[str, str | int] = Field(description="e.g. SMS encoding and segments")
+
+
+def _add_template_routes(
+    app: FastAPI, settings: Settings, authenticated: Callable[..., None]
+) -> None:
+    templates = Templates(settings.all_template_dirs)
+
+    @app.post("/v1/templates/{name}/preview", dependencies=[Depends(authenticated)])
+    def preview(name: str, sample: PreviewIn) -> PreviewOut:
+        """Render a template with sample data; SMS previews include the segment count."""
+        try:
+            rendered, details = templates.preview(
+                name, sample.event_type, sample.data, CHANNELS[sample.channel]
+            )
+        except TemplateError as exc:
+            raise HTTPException(
+                status.HTTP_422_UNPROCESSABLE_CONTENT,
+                [{"loc": ["path", "name"], "msg": str(exc), "type": "template_error"}],
+            ) from None
+        return PreviewOut(
+            subject=rendered.subject, text=rendered.text, html=rendered.html, details=details
+        )

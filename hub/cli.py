@@ -7,7 +7,7 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -18,9 +18,11 @@ cli = typer.Typer(help="hub: event-driven notifications on Celery and Redis.", n
 keys_cli = typer.Typer(help="Manage API keys.", no_args_is_help=True)
 db_cli = typer.Typer(help="Manage the store's schema.", no_args_is_help=True)
 notifications_cli = typer.Typer(help="Find and resend dead letters.", no_args_is_help=True)
+templates_cli = typer.Typer(help="Preview templates.", no_args_is_help=True)
 cli.add_typer(keys_cli, name="keys")
 cli.add_typer(db_cli, name="db")
 cli.add_typer(notifications_cli, name="notifications")
+cli.add_typer(templates_cli, name="templates")
 
 ALL_QUEUES = "celery,events,email,sms,alert"
 
@@ -186,15 +188,7 @@ def publish(
     from hub import events
 
     _settings()
-    source, text = "--data", data
-    if data.startswith("@"):
-        source, text = data[1:], Path(data[1:]).read_text(encoding="utf-8")
-    try:
-        payload = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise fail(
-            f"{source}: invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}"
-        ) from None
+    payload = _json_option("--data", data)
     try:
         accepted = events.publish(event_type, payload, id)
     except EventError as exc:
@@ -291,6 +285,80 @@ def db_upgrade() -> None:
     settings = _settings()
     migrate(settings.resolved_database_url)
     typer.echo(f"store at {settings.resolved_database_url} is up to date")
+
+
+@cli.command()
+def outbox(
+    channel: Annotated[str | None, typer.Option(help="Only this channel")] = None,
+    last: Annotated[int, typer.Option(help="How many, newest first")] = 10,
+    show: Annotated[bool, typer.Option("--show", help="Print the newest one whole")] = False,
+) -> None:
+    """What the channels without a provider wrote to var/outbox/ instead of sending."""
+    settings = _settings()
+    root = settings.var_dir / "outbox"
+    folders = [root / channel] if channel else sorted(p for p in root.glob("*") if p.is_dir())
+    files = sorted(
+        (f for folder in folders for f in folder.glob("*") if not f.name.endswith(".part")),
+        key=lambda f: f.stat().st_mtime,
+        reverse=True,
+    )[:last]
+    if not files:
+        typer.echo(f"nothing in {root}", err=True)
+        return
+    if show:
+        typer.echo(files[0].read_text(encoding="utf-8", errors="replace"))
+        return
+    for f in files:
+        stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(f.stat().st_mtime))
+        typer.echo(f"{stamp}  {f.parent.name:<8} {f}")
+
+
+@templates_cli.command("preview")
+def templates_preview(
+    name: Annotated[str, typer.Argument(help="Template folder, e.g. user.registered")],
+    channel: Annotated[str, typer.Option(help="email, sms, slack, webhook or apprise")] = "email",
+    data: Annotated[str, typer.Option(help="Sample event data as JSON, or @file.json")] = "{}",
+    event_type: Annotated[str, typer.Option(help="Shown to the template as event.type")] = "",
+) -> None:
+    """Render a template with sample data as a channel would send it (SMS: with segments)."""
+    from hub.channels import CHANNELS
+    from hub.errors import TemplateError
+    from hub.templates import Templates
+
+    settings = _settings()
+    if channel not in CHANNELS:
+        raise fail(f"--channel: unknown channel {channel!r}; known: {', '.join(CHANNELS)}")
+    payload = _json_option("--data", data)
+    try:
+        rendered, details = Templates(settings.all_template_dirs).preview(
+            name, event_type, payload, CHANNELS[channel]
+        )
+    except TemplateError as exc:
+        raise fail(str(exc)) from None
+    if rendered.subject is not None:
+        typer.echo(f"Subject: {rendered.subject}\n")
+    typer.echo(rendered.text)
+    if rendered.html is not None:
+        typer.echo(f"\n--- body.html ---\n{rendered.html}")
+    if details:
+        typer.echo("\n--- " + ", ".join(f"{k}: {v}" for k, v in details.items()))
+
+
+def _json_option(option: str, value: str) -> Any:
+    """Parse a JSON option given inline or as ``@file``, failing with the place of the error."""
+    source, text = option, value
+    if value.startswith("@"):
+        source = value[1:]
+        try:
+            text = Path(source).read_text(encoding="utf-8")
+        except OSError as exc:
+            raise fail(f"{option}: cannot read {source}: {exc.strerror}") from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise fail(
+            f"{source}: invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}"
+        ) from None
 
 
 def main() -> None:

@@ -66,7 +66,10 @@ def deliver(runtime: Runtime, notification_id: str) -> Outcome | None:
         return None
     if (wait_s := runtime.throttle(waiting.channel)) > 0:
         # Rate limited: not an attempt, so nothing is claimed or counted; a
-        # little jitter keeps workers from waking up all at once.
+        # little jitter keeps workers from waking up all at once. Touched so
+        # the sweeper sees it is waiting, not lost.
+        with session(url) as db:
+            repository.touch(db, notification_id)
         status = NotificationStatus(waiting.status)
         return Outcome(status, waiting.channel, wait_s + random.uniform(0, 0.02))
     with session(url) as db:

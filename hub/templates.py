@@ -16,6 +16,7 @@ from typing import Any
 import jinja2
 from jinja2.sandbox import SandboxedEnvironment
 
+from hub.channels.base import Channel
 from hub.errors import TemplateError
 
 PARTS = ("subject.txt", "body.txt", "body.html")
@@ -73,6 +74,14 @@ class Templates:
             raise TemplateError(name, f"{part}: {exc.message}") from exc
         except jinja2.TemplateError as exc:
             raise TemplateError(name, f"{part}: {exc}") from exc
+
+    def preview(
+        self, name: str, event_type: str, data: dict[str, Any], channel: type[Channel]
+    ) -> tuple[Rendered, dict[str, str | int]]:
+        """Render ``name`` with sample ``data`` as ``channel`` would send it, and what it costs."""
+        context = {"event": {"id": "evt_preview", "type": event_type}, "data": data}
+        rendered = self.render(name, context, channel.parts)
+        return rendered, channel.describe(rendered.text)
 
     def expression(self, source: str, context: dict[str, Any]) -> str:
         """Render a one-line template such as a recipient ``{{ data.email }}``."""

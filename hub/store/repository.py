@@ -74,6 +74,13 @@ def get_notification(db: Session, notification_id: str) -> Notification | None:
     return db.get(Notification, notification_id)
 
 
+def touch(db: Session, notification_id: str) -> None:
+    """Mark a notification as looked after now (it is waiting on purpose)."""
+    db.execute(
+        update(Notification).where(Notification.id == notification_id).values(updated_at=utcnow())
+    )
+
+
 def notifications_of(db: Session, event_id: str) -> Sequence[Notification]:
     query = select(Notification).where(Notification.event_id == event_id)
     return db.scalars(query.order_by(Notification.created_at, Notification.id)).all()

@@ -26,13 +26,14 @@ from tests.conftest import (
 from tests.smtp_sink import SmtpSink, _free_port, start_sink
 
 # Fast recovery, so faults heal within a test: the sweeper runs every second
-# and takes anything stalled for two.
+# and takes anything stalled for five; retries are frequent enough to notice a
+# 30-second outage ending, and plenty enough to outlast it.
 FAST_RECOVERY = {
     "HUB_DELIVERY__SWEEP_INTERVAL_S": "1",
-    "HUB_DELIVERY__STUCK_AFTER_S": "2",
-    "HUB_DELIVERY__MAX_ATTEMPTS": "30",
+    "HUB_DELIVERY__STUCK_AFTER_S": "5",
+    "HUB_DELIVERY__MAX_ATTEMPTS": "100",
     "HUB_DELIVERY__BACKOFF_BASE_S": "0.2",
-    "HUB_DELIVERY__BACKOFF_MAX_S": "1",
+    "HUB_DELIVERY__BACKOFF_MAX_S": "3",
 }
 
 

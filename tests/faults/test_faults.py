@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import httpx
 import pytest
 from celery import Celery
@@ -49,22 +51,24 @@ def test_a_redelivered_task_does_not_send_a_sent_notification_again(
     assert faulty_hub.stack.event(event["id"])["notifications"][0]["attempts"] == 1
 
 
-def test_emails_sent_while_smtp_is_down_all_arrive_once_when_it_returns(
+def test_emails_sent_while_smtp_is_down_for_30s_all_arrive_once_when_it_returns(
     faulty_hub: FaultyHub,
 ) -> None:
-    recipients = [address(f"outage{n}") for n in range(200)]
+    recipients = [address(f"outage{n}") for n in range(500)]
     with faulty_hub.stack.client() as http:
         for n, to in enumerate(recipients):
-            if n == 50:
+            if n == 100:
                 faulty_hub.smtp.wait_for(lambda sink: len(sink.messages) >= 20)
                 faulty_hub.smtp_down()
+                down_since = time.monotonic()
             http.post("/v1/events", json={"type": "user.registered", "data": user(to)})
     wait_until(lambda: _retrying(faulty_hub), 30, "notifications retrying during the outage")
+    time.sleep(max(0.0, 30 - (time.monotonic() - down_since)))  # the outage itself
 
     faulty_hub.smtp_up()
 
     faulty_hub.smtp.wait_for(
-        lambda sink: all(len(sink.to(to)) >= 1 for to in recipients), timeout_s=120
+        lambda sink: all(len(sink.to(to)) >= 1 for to in recipients), timeout_s=180
     )
     assert all(len(faulty_hub.smtp.to(to)) == 1 for to in recipients)
     with faulty_hub.stack.client() as http:
@@ -142,12 +146,13 @@ def test_the_api_answers_503_quickly_when_the_broker_is_down(faulty_hub: FaultyH
     assert "nothing was stored" in response.json()["detail"]
 
 
-def test_a_rate_limit_holds_across_worker_processes() -> None:
+def test_four_workers_sharing_a_10_per_second_limit_never_exceed_it() -> None:
     from bench.ratelimit import run
 
-    result = run(workers=3, rate="5/s", count=25)
+    result = run(workers=4, rate="10/s", count=200)
 
-    assert result.received == 25
-    # Never faster than the limit plus its one-token burst, however the
-    # three processes interleave (a slow machine only lowers the count).
-    assert result.max_in_any_1s_window <= 6
+    assert result.received == 200
+    # Never faster than the limit plus its one-token burst, however the four
+    # processes interleave (a slow machine only lowers the count). The total
+    # time is reported by `python -m bench.ratelimit`, never asserted here.
+    assert result.max_in_any_1s_window <= 11

@@ -1,0 +1,129 @@
+"""Spec: templates render strictly and can be previewed with sample data, SMS with its segments."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from hub.channels import CHANNELS
+from hub.errors import TemplateError
+from hub.settings import bundled_path
+from hub.templates import Templates
+from tests.conftest import Stack
+
+ADA = {"user_id": "1", "email": "ada@example.com", "name": "Ada"}
+
+
+@pytest.fixture(scope="module")
+def templates() -> Templates:
+    return Templates([bundled_path("templates")])
+
+
+def test_email_preview_has_subject_text_and_escaped_html(templates: Templates) -> None:
+    rendered, details = templates.preview(
+        "user.registered", "user.registered", {**ADA, "name": "<b>Ada</b>"}, CHANNELS["email"]
+    )
+
+    assert rendered.subject == "Welcome, <b>Ada</b>!"
+    assert "Hi <b>Ada</b>," in rendered.text
+    assert rendered.html is not None and "&lt;b&gt;Ada&lt;/b&gt;" in rendered.html
+    assert details == {}
+
+
+@pytest.mark.parametrize(
+    ("name", "encoding", "segments"),
+    [("Ada", "GSM-7", 1), ("Ada Łukasiewicz", "UCS-2", 1), ("A" * 200, "GSM-7", 2)],
+)
+def test_sms_preview_counts_segments(
+    templates: Templates, name: str, encoding: str, segments: int
+) -> None:
+    rendered, details = templates.preview(
+        "user.registered.sms", "user.registered", {**ADA, "name": name}, CHANNELS["sms"]
+    )
+
+    assert rendered.text == f"Welcome, {name}! Your account ada@example.com is ready."
+    assert (details["encoding"], details["segments"]) == (encoding, segments)
+
+
+def test_a_missing_variable_is_a_template_error_naming_it(templates: Templates) -> None:
+    with pytest.raises(TemplateError, match=r"user.registered.*subject.txt.*no attribute 'name'"):
+        templates.preview(
+            "user.registered", "user.registered", {"email": "a@b.c"}, CHANNELS["email"]
+        )
+
+
+def test_an_unknown_template_is_a_template_error(templates: Templates) -> None:
+    with pytest.raises(TemplateError, match="'nope': missing part"):
+        templates.preview("nope", "x", {}, CHANNELS["sms"])
+
+
+def test_the_api_previews_an_sms_with_its_segment_count(stack: Stack) -> None:
+    with stack.client() as http:
+        response = http.post(
+            "/v1/templates/user.registered.sms/preview",
+            json={"channel": "sms", "event_type": "user.registered", "data": ADA},
+        )
+
+    assert response.status_code == 200
+    body = response.json()
+    assert body["text"] == "Welcome, Ada! Your account ada@example.com is ready."
+    assert body["details"] == {"encoding": "GSM-7", "units": 52, "segments": 1}
+
+
+def test_the_api_answers_422_for_a_template_error(stack: Stack) -> None:
+    with stack.client() as http:
+        response = http.post(
+            "/v1/templates/user.registered/preview", json={"channel": "email", "data": {}}
+        )
+
+    assert response.status_code == 422
+    [error] = response.json()["detail"]
+    assert error["loc"] == ["path", "name"] and "no attribute" in error["msg"]
+
+
+def run_hub(stack: Stack, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "hub", *args],
+        env={**os.environ, **stack.env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_the_cli_previews_an_sms_with_its_segment_count(stack: Stack) -> None:
+    result = run_hub(
+        stack,
+        "templates",
+        "preview",
+        "user.registered.sms",
+        "--channel",
+        "sms",
+        "--data",
+        '{"name": "Ada", "email": "a@b.c"}',
+    )
+
+    assert result.returncode == 0, result.stderr
+    assert "Welcome, Ada! Your account a@b.c is ready." in result.stdout
+    assert "segments: 1" in result.stdout
+
+
+def test_the_cli_lists_and_shows_the_outbox(stack: Stack) -> None:
+    # The test stack has no Slack webhook, so task.failed alerts land in Slack's outbox.
+    event = stack.settled(
+        stack.publish(
+            "task.failed",
+            {"service": "s", "task_name": "t", "task_id": "1", "exception": "E", "message": "m"},
+        )
+    )
+    [notification] = event["notifications"]
+
+    listed = run_hub(stack, "outbox", "--channel", "slack")
+    shown = run_hub(stack, "outbox", "--channel", "slack", "--show")
+
+    assert listed.returncode == shown.returncode == 0
+    assert notification["id"] in listed.stdout
+    assert '"text"' in shown.stdout
