@@ -11,7 +11,7 @@ from urllib.parse import parse_qsl
 from fastapi import Depends, FastAPI, HTTPException, Query, Request, status
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from twilio.request_validator import RequestValidator
 
 from hub import __version__, events, keys, notifications
@@ -35,6 +35,29 @@ class EventIn(BaseModel):
         None, min_length=1, max_length=200, description="Idempotency key chosen by the publisher"
     )
     data: dict[str, Any] = Field(default_factory=dict)
+
+
+class BatchIn(BaseModel):
+    """Up to 1,000 events; each is validated, stored and answered on its own."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    # Items stay raw here so one malformed item is rejected alone, not the batch.
+    events: list[dict[str, Any]] = Field(min_length=1, max_length=1000)
+
+
+class BatchItemOut(BaseModel):
+    index: int
+    status: Literal["accepted", "rejected"]
+    id: str | None = None
+    duplicate: bool = False
+    errors: list[dict[str, Any]] = []
+
+
+class BatchOut(BaseModel):
+    accepted: int
+    rejected: int
+    results: list[BatchItemOut]
 
 
 class AcceptedOut(BaseModel):
@@ -170,6 +193,41 @@ def _add_event_routes(app: FastAPI, database_url: str, authenticated: Callable[.
         accepted = events.publish(event.type, event.data, event.id)
         return AcceptedOut(id=accepted.id, duplicate=accepted.duplicate)
 
+    @app.post(
+        "/v1/events:batch",
+        status_code=status.HTTP_202_ACCEPTED,
+        response_model=BatchOut,
+        dependencies=[Depends(authenticated)],
+        responses={422: {"model": BatchOut, "description": "every event was rejected"}},
+    )
+    def publish_batch(batch: BatchIn) -> BatchOut | JSONResponse:
+        """Publish many events at once; the answer holds one result per event, in order."""
+        results: list[BatchItemOut | None] = [None] * len(batch.events)
+        incoming: list[tuple[int, events.Incoming]] = []
+        for index, raw in enumerate(batch.events):
+            try:
+                item = EventIn.model_validate(raw)
+            except ValidationError as exc:
+                errors = [_item_error(index, e) for e in exc.errors(include_url=False)]
+                results[index] = BatchItemOut(index=index, status="rejected", errors=errors)
+                continue
+            incoming.append((index, events.Incoming(item.type, item.data, item.id)))
+        answers = events.publish_many([item for _, item in incoming])
+        for (index, _), answer in zip(incoming, answers, strict=True):
+            if isinstance(answer, EventError):
+                errors = [{**e, "loc": ["body", "events", index, *e["loc"]]} for e in answer.errors]  # type: ignore[list-item]
+                results[index] = BatchItemOut(index=index, status="rejected", errors=errors)
+            else:
+                results[index] = BatchItemOut(
+                    index=index, status="accepted", id=answer.id, duplicate=answer.duplicate
+                )
+        done = [r for r in results if r is not None]
+        accepted = sum(r.status == "accepted" for r in done)
+        out = BatchOut(accepted=accepted, rejected=len(done) - accepted, results=done)
+        if not accepted:
+            return JSONResponse(out.model_dump(), status_code=422)
+        return out
+
     @app.get("/v1/events/{event_id}", dependencies=[Depends(authenticated)])
     def show_event(event_id: str) -> EventOut:
         """The event and every notification it produced, with their attempts."""
@@ -180,6 +238,14 @@ def _add_event_routes(app: FastAPI, database_url: str, authenticated: Callable[.
             notifications = repository.notifications_of(db, event_id)
             attempts = repository.attempts_of(db, [n.id for n in notifications])
         return _event_out(event, notifications, attempts)
+
+
+def _item_error(index: int, error: Any) -> dict[str, Any]:
+    return {
+        "loc": ["body", "events", index, *error["loc"]],
+        "msg": error["msg"],
+        "type": error["type"],
+    }
 
 
 def _event_out(

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import cache
 from typing import Any
@@ -110,6 +110,60 @@ def publish(event_type: str, data: Any, idempotency_key: str | None = None) -> A
         enqueue_route(stored.id)
     except BrokerUnavailable:
         with session(url) as db:
-            repository.delete_unrouted_event(db, stored.id)
+            repository.delete_unrouted_events(db, [stored.id])
         raise
     return Accepted(stored.id)
+
+
+@dataclass(frozen=True, slots=True)
+class Incoming:
+    """One event of a batch, as received."""
+
+    type: str
+    data: Any
+    idempotency_key: str | None = None
+
+
+def publish_many(incoming: Sequence[Incoming]) -> list[Accepted | EventError]:
+    """Validate, store and enqueue a batch: one transaction, one broker message per chunk.
+
+    Each item gets its own answer: accepted, a duplicate of an earlier event,
+    or the :class:`EventError` that rejected it. Like :func:`publish`, if the
+    broker cannot take the batch nothing of it is kept and
+    :class:`BrokerUnavailable` is raised.
+    """
+    from hub.worker import enqueue_routes
+
+    answers: list[Accepted | EventError] = []
+    valid: list[Event] = []
+    for item in incoming:
+        try:
+            catalog().validate(item.type, item.data)
+        except EventError as exc:
+            answers.append(exc)
+            continue
+        event = Event(
+            id=new_event_id(), type=item.type, data=item.data, idempotency_key=item.idempotency_key
+        )
+        valid.append(event)
+        answers.append(Accepted(event.id))
+    url = get_settings().resolved_database_url
+    with session(url) as db:
+        stored = repository.add_events(db, valid) if valid else []
+    outcome = iter(stored)
+    answers = [
+        answer if isinstance(answer, EventError) else _accepted(*next(outcome))
+        for answer in answers
+    ]
+    created = [event.id for event, new in stored if new]
+    try:
+        enqueue_routes(created)
+    except BrokerUnavailable:
+        with session(url) as db:
+            repository.delete_unrouted_events(db, created)
+        raise
+    return answers
+
+
+def _accepted(event: Event, created: bool) -> Accepted:
+    return Accepted(event.id, duplicate=not created)

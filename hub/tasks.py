@@ -39,8 +39,18 @@ def publish(type: str, data: dict[str, Any], id: str | None = None) -> dict[str,
 @app.task(name="hub.route")
 def route(event_id: str) -> int:
     """Turn a stored event into notifications and enqueue each one's delivery."""
+    return route_many([event_id])
+
+
+@app.task(name="hub.route_many")
+def route_many(event_ids: list[str]) -> int:
+    """Route a batch of stored events (from POST /v1/events:batch)."""
     runtime = get_runtime()
-    queued = route_event(runtime.settings, runtime.templates, event_id)
+    queued = [
+        notification
+        for event_id in event_ids
+        for notification in route_event(runtime.settings, runtime.templates, event_id)
+    ]
     for notification_id, channel in queued:
         enqueue_delivery(notification_id, channel)
     return len(queued)

@@ -68,7 +68,11 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "worker_hijack_root_logger": False,
         "task_default_queue": DEFAULT_QUEUE,
         "task_queues": [Queue(name) for name in QUEUES],
-        "task_routes": {"hub.route": {"queue": EVENTS_QUEUE}, "hub.sweep": {"queue": EVENTS_QUEUE}},
+        "task_routes": {
+            "hub.route": {"queue": EVENTS_QUEUE},
+            "hub.route_many": {"queue": EVENTS_QUEUE},
+            "hub.sweep": {"queue": EVENTS_QUEUE},
+        },
         "beat_schedule": {
             "sweep": {"task": "hub.sweep", "schedule": settings.delivery.sweep_interval_s}
         },
@@ -94,6 +98,12 @@ def enqueue(task: str, args: list[Any], queue: str, countdown: float | None = No
 
 def enqueue_route(event_id: str) -> None:
     enqueue("hub.route", [event_id], EVENTS_QUEUE)
+
+
+def enqueue_routes(event_ids: list[str], chunk: int = 100) -> None:
+    """Route many events with few broker messages (chunks spread over workers)."""
+    for start in range(0, len(event_ids), chunk):
+        enqueue("hub.route_many", [event_ids[start : start + chunk]], EVENTS_QUEUE)
 
 
 def enqueue_delivery(notification_id: str, channel: str, countdown: float | None = None) -> None:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Select, and_, func, or_, select, update
+from sqlalchemy import Select, and_, delete, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -60,6 +60,36 @@ def add_event(db: Session, event: Event) -> tuple[Event, bool]:
             raise
         return existing, False
     return event, True
+
+
+def add_events(db: Session, events: Sequence[Event]) -> list[tuple[Event, bool]]:
+    """Store many events in one round trip; known or repeated keys map to their first event.
+
+    Returns ``(event, created)`` for each input, in order.
+    """
+    keys = [e.idempotency_key for e in events if e.idempotency_key is not None]
+    known: dict[str, Event] = {}
+    if keys:
+        found = db.scalars(select(Event).where(Event.idempotency_key.in_(keys)))
+        known = {e.idempotency_key: e for e in found if e.idempotency_key is not None}
+    results: list[tuple[Event, bool]] = []
+    new: list[Event] = []
+    for event in events:
+        key = event.idempotency_key
+        if key is not None and key in known:
+            results.append((known[key], False))
+            continue
+        if key is not None:
+            known[key] = event
+        new.append(event)
+        results.append((event, True))
+    try:
+        with db.begin_nested():
+            db.add_all(new)
+    except IntegrityError:
+        # A concurrent publish took one of the keys: settle them one by one.
+        return [add_event(db, event) if created else (event, False) for event, created in results]
+    return results
 
 
 def _event_by_key(db: Session, key: str) -> Event | None:
@@ -327,8 +357,8 @@ def seconds_ago(seconds: float) -> datetime:
     return utcnow() - timedelta(seconds=seconds)
 
 
-def delete_unrouted_event(db: Session, event_id: str) -> None:
-    """Forget an event whose publish could not be completed (nothing was routed yet)."""
-    event = db.get(Event, event_id)
-    if event is not None and event.status == EventStatus.ACCEPTED:
-        db.delete(event)
+def delete_unrouted_events(db: Session, event_ids: Sequence[str]) -> None:
+    """Forget events whose publish could not be completed (nothing was routed yet)."""
+    db.execute(
+        delete(Event).where(Event.id.in_(list(event_ids)), Event.status == EventStatus.ACCEPTED)
+    )
