@@ -53,7 +53,6 @@ class AppriseChannel(Channel):
     """Alerts fanned out to every configured Apprise URL."""
 
     name: ClassVar[str] = CHANNEL
-    queue: ClassVar[str] = "alert"
     parts: ClassVar[tuple[str, ...]] = ("body.txt",)
 
     def __init__(self, settings: AppriseSettings, outbox_dir: Path) -> None:

@@ -39,14 +39,12 @@ class Receipt:
 class Channel(ABC):
     """One way of reaching people.
 
-    Subclasses declare their ``name``, the Celery ``queue`` their deliveries
-    run on (only the worker layer reads it), and the template ``parts`` they
-    need, then implement :meth:`send`. Shared clients are opened in
+    Subclasses declare their ``name`` and the template ``parts`` they need,
+    then implement :meth:`send`. Shared clients are opened in
     :meth:`start` and closed in :meth:`close`, once per worker process.
     """
 
     name: ClassVar[str]
-    queue: ClassVar[str]
     parts: ClassVar[tuple[str, ...]] = ("body.txt",)
 
     @classmethod

@@ -83,6 +83,13 @@ class SmtpPool:
         except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
             connection = await self._drop(connection)
             raise classify(exc) from exc
+        except BaseException:
+            # Cancelled mid-conversation (the attempt timed out): the server's
+            # late reply would answer the next command, so never reuse it.
+            if connection is not None:
+                connection.client.close()
+            connection = None
+            raise
         finally:
             self._idle.put_nowait(connection)
 
@@ -136,7 +143,6 @@ class EmailChannel(Channel):
     """Email, one recipient per message."""
 
     name: ClassVar[str] = CHANNEL
-    queue: ClassVar[str] = "email"
     parts: ClassVar[tuple[str, ...]] = ("subject.txt", "body.txt")
 
     def __init__(self, settings: EmailSettings, outbox_dir: Path) -> None:

@@ -91,7 +91,6 @@ class SlackChannel(Channel):
     """Alerts to one Slack channel through its incoming webhook."""
 
     name: ClassVar[str] = CHANNEL
-    queue: ClassVar[str] = "alert"
     parts: ClassVar[tuple[str, ...]] = ("body.txt",)
 
     def __init__(self, settings: SlackSettings, outbox_dir: Path) -> None:

@@ -243,7 +243,6 @@ class SmsChannel(Channel):
     """SMS through Twilio, one recipient (a phone number) per message."""
 
     name: ClassVar[str] = CHANNEL
-    queue: ClassVar[str] = "sms"
     parts: ClassVar[tuple[str, ...]] = ("body.txt",)
 
     @classmethod

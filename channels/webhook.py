@@ -69,7 +69,6 @@ class WebhookChannel(Channel):
     """Events as signed JSON POSTs to one URL."""
 
     name: ClassVar[str] = CHANNEL
-    queue: ClassVar[str] = "alert"
     parts: ClassVar[tuple[str, ...]] = ("body.txt",)
 
     def __init__(self, settings: WebhookSettings, outbox_dir: Path) -> None:

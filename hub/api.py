@@ -131,6 +131,8 @@ def create_app() -> FastAPI:
     """The API application; settings and the event catalog are checked here, at start-up."""
     settings = get_settings()
     events.catalog()
+    import hub.worker  # noqa: F401  (the Celery app: fails here, at start-up, without a broker)
+
     app = FastAPI(title="hub", version=__version__)
     app.exception_handler(EventError)(_invalid_event)
     app.exception_handler(BrokerUnavailable)(_broker_down)
@@ -369,10 +371,12 @@ def _add_callback_routes(app: FastAPI, settings: Settings) -> None:
         sid, code = form.get("MessageSid", ""), form.get("ErrorCode", "")
         error = f"twilio error {code}" if code else None
         with session(database_url) as db:
-            if not repository.record_provider_status(db, "sms", sid, reported, error):
+            sms_sent = repository.record_provider_status(db, "sms", sid, reported, error)
+            if sms_sent is None:
                 raise HTTPException(status.HTTP_404_NOT_FOUND, f"no SMS with sid {sid!r}")
             if code == "21610":
-                repository.add_opt_out(db, "sms", form.get("To", ""), "replied STOP (21610)")
+                # The recipient as routed, which is what later sends are checked against.
+                repository.add_opt_out(db, "sms", sms_sent.recipient, "replied STOP (21610)")
 
 
 class PreviewIn(BaseModel):

@@ -10,7 +10,9 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from sqlalchemy.exc import SQLAlchemyError
 
+from hub import queues
 from hub.errors import BrokerUnavailable, ConfigError, EventError
 from hub.settings import Settings, get_settings
 
@@ -24,7 +26,7 @@ cli.add_typer(db_cli, name="db")
 cli.add_typer(notifications_cli, name="notifications")
 cli.add_typer(templates_cli, name="templates")
 
-ALL_QUEUES = "celery,events,email,sms,alert"
+ALL_QUEUES = ",".join(queues.ALL)
 
 
 def fail(message: str, code: int = 2) -> typer.Exit:
@@ -55,8 +57,8 @@ def _dev_key(settings: Settings) -> str:
 
 @cli.command()
 def up(
-    host: Annotated[str, typer.Option(help="API host")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="API port")] = 8000,
+    host: Annotated[str, typer.Option(help="API host [default: api.host]")] = "",
+    port: Annotated[int, typer.Option(help="API port [default: api.port]")] = 0,
 ) -> None:
     """Run everything: embedded Redis (unless broker_url is set), worker, beat and API."""
     from hub.embedded import EmbeddedRedis
@@ -65,14 +67,21 @@ def up(
 
     started = time.monotonic()
     settings = _settings()
+    host, port = host or settings.api.host, port or settings.api.port
     settings.var_dir.mkdir(parents=True, exist_ok=True)
-    migrate(settings.resolved_database_url)
+    try:
+        migrate(settings.resolved_database_url)
+    except SQLAlchemyError as exc:
+        raise fail(f"store at {settings.resolved_database_url}: {exc}") from None
     key = _dev_key(settings)
     embedded = None
     broker_url = settings.broker_url
     if not broker_url:
         embedded = EmbeddedRedis(settings.var_dir / "redis")
-        broker_url = embedded.start()
+        try:
+            broker_url = embedded.start()
+        except ConfigError as exc:
+            raise fail(str(exc)) from None
     supervisor = Supervisor(child_env(HUB_BROKER_URL=broker_url))
     try:
         supervisor.start("worker", hub_command("worker"))
@@ -150,7 +159,15 @@ def worker(
     pool: Annotated[str, typer.Option(help="prefork, threads or solo")] = "prefork",
 ) -> None:
     """Run a Celery worker (all queues unless -Q names some)."""
+    from hub.runtime import Runtime
+
     app = _celery()
+    try:
+        # Built once here so a bad channel setting stops the worker now; Celery
+        # would only log it from inside each child process.
+        Runtime(_settings()).close()
+    except ConfigError as exc:
+        raise fail(str(exc)) from None
     # Mingle and gossip sync state between workers at start-up; the hub keeps
     # its state in the store, so they would only delay readiness.
     argv = ["worker", "-Q", queues, "--pool", pool, "--loglevel", "INFO", "-E"]

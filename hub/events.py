@@ -16,6 +16,7 @@ from typing import Any
 
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError
+from sqlalchemy.exc import IntegrityError
 
 from hub.errors import BrokerUnavailable, ConfigError, EventError
 from hub.settings import EventType, get_settings
@@ -89,12 +90,20 @@ def new_event_id() -> str:
     return f"evt_{int(time.time() * 1000):012x}{os.urandom(8).hex()}"
 
 
-def publish(event_type: str, data: Any, idempotency_key: str | None = None) -> Accepted:
+def publish(
+    event_type: str,
+    data: Any,
+    idempotency_key: str | None = None,
+    *,
+    keep_if_broker_down: bool = False,
+) -> Accepted:
     """Validate, store and enqueue one event.
 
     The event is durable before this returns. If the broker cannot take the
     routing task, the event is removed again and :class:`BrokerUnavailable`
-    raised, so the caller can safely retry the whole publish.
+    raised, so a client can safely retry the whole publish. Publishers inside
+    the hub, which cannot retry, pass ``keep_if_broker_down``: the event stays
+    and the sweeper enqueues it once the broker is back.
     """
     # Imported on use: building the Celery app needs a broker URL; validating does not.
     from hub.worker import enqueue_route
@@ -109,10 +118,24 @@ def publish(event_type: str, data: Any, idempotency_key: str | None = None) -> A
     try:
         enqueue_route(stored.id)
     except BrokerUnavailable:
-        with session(url) as db:
-            repository.delete_unrouted_events(db, [stored.id])
+        if keep_if_broker_down or not _forget(url, [stored.id]):
+            return Accepted(stored.id)
         raise
     return Accepted(stored.id)
+
+
+def _forget(url: str, event_ids: list[str]) -> bool:
+    """Remove events whose enqueue failed; False if routing already began (keep them then).
+
+    A broker can fail after it did take the message, so a worker may be routing
+    the event already: its notifications then hold the event in place.
+    """
+    try:
+        with session(url) as db:
+            repository.delete_unrouted_events(db, event_ids)
+    except IntegrityError:
+        return False
+    return True
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,8 +182,8 @@ def publish_many(incoming: Sequence[Incoming]) -> list[Accepted | EventError]:
     try:
         enqueue_routes(created)
     except BrokerUnavailable:
-        with session(url) as db:
-            repository.delete_unrouted_events(db, created)
+        if not _forget(url, created):
+            return answers
         raise
     return answers
 

@@ -32,8 +32,3 @@ def create_key(database_url: str, name: str) -> str:
 def is_valid(database_url: str, key: str) -> bool:
     with session(database_url) as db:
         return repository.api_key_exists(db, hash_key(key))
-
-
-def any_keys(database_url: str) -> bool:
-    with session(database_url) as db:
-        return repository.api_key_count(db) > 0

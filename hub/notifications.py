@@ -34,7 +34,7 @@ def parse_since(value: str | None) -> datetime | None:
         moment = datetime.fromisoformat(value)
     except ValueError:
         raise InvalidFilter(f"since: {value!r} is neither a duration (1h) nor ISO 8601") from None
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC) if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def find(

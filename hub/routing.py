@@ -5,15 +5,35 @@ Pure logic over the event's data: no broker, no provider.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from itertools import product
 from typing import Any
 
+import jinja2
+
+from hub.errors import ConfigError, TemplateError
 from hub.settings import Settings, Subscription
 from hub.store import repository
 from hub.store.db import session
 from hub.store.repository import NewNotification, notification_id
 from hub.templates import Templates
+
+log = logging.getLogger(__name__)
+
+
+def check_subscriptions(settings: Settings, templates: Templates) -> None:
+    """Fail at start-up on a subscription to an unknown event or with a broken expression."""
+    for index, subscription in enumerate(settings.subscriptions):
+        where = f"subscriptions[{index}] ({subscription.name!r})"
+        if subscription.event not in settings.events:
+            raise ConfigError(f"{where}.event: {subscription.event!r} is not in the event catalog")
+        try:
+            templates.env.from_string(subscription.to)
+            if subscription.when:
+                templates.env.compile_expression(subscription.when)
+        except jinja2.TemplateSyntaxError as exc:
+            raise ConfigError(f"{where}: {exc.message}") from exc
 
 
 def context_for(event_id: str, event_type: str, data: dict[str, Any]) -> dict[str, Any]:
@@ -40,9 +60,14 @@ def plan(
     for subscription in subscriptions:
         if subscription.event != event_type:
             continue
-        if subscription.when and not templates.condition(subscription.when, context):
+        try:
+            if subscription.when and not templates.condition(subscription.when, context):
+                continue
+            rendered = templates.expression(subscription.to, context)
+        except TemplateError as exc:
+            # One broken subscription must not hold back the event's others.
+            log.error("subscription %r skipped for event %s: %s", subscription.name, event_id, exc)
             continue
-        rendered = templates.expression(subscription.to, context)
         recipients = [r.strip() for r in rendered.split(",") if r.strip()]
         channels = alert_targets if subscription.channel == "alert" else [subscription.channel]
         for channel, recipient in product(channels, recipients):

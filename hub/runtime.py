@@ -18,6 +18,7 @@ import redis
 from hub.channels import CHANNELS, Channel
 from hub.errors import ConfigError
 from hub.ratelimit import Rate, RateLimiter
+from hub.routing import check_subscriptions
 from hub.settings import Settings, get_settings
 from hub.templates import Templates
 
@@ -39,13 +40,18 @@ class Runtime:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.templates = Templates(settings.all_template_dirs)
+        check_subscriptions(settings, self.templates)
         self.channels = build_channels(settings)
         self.limiter = _limiter(settings, self.channels)
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="hub-io", daemon=True)
         self._thread.start()
-        for channel in self.channels.values():
-            self.run(channel.start(), timeout_s=30)
+        try:
+            for channel in self.channels.values():
+                self.run(channel.start(), timeout_s=30)
+        except BaseException:
+            self.close()
+            raise
 
     def throttle(self, channel: str) -> float:
         """0.0 when ``channel`` may send now, else the seconds until it may."""

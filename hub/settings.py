@@ -242,10 +242,29 @@ def load_settings(path: Path | None = None) -> Settings:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: invalid TOML: {exc}") from exc
+    _check_env_names()
     try:
         return Settings(**data)
     except ValidationError as exc:
         raise ConfigError(_describe(exc, path, text)) from exc
+
+
+# HUB_ variables that are not settings keys.
+_OTHER_ENV = ("SETTINGS", "TEST_")
+
+
+def _check_env_names() -> None:
+    """A mistyped HUB_ env var (HUB_BROKER_URI) would be silently ignored: refuse it."""
+    known = {name.upper() for name in Settings.model_fields}
+    for name in os.environ:
+        if not name.startswith(ENV_PREFIX):
+            continue
+        key = name[len(ENV_PREFIX) :]
+        if key.startswith(_OTHER_ENV) or key.split("__")[0] in known:
+            continue
+        raise ConfigError(
+            f"env var {name}: no such setting (known: {', '.join(sorted(known)).lower()})"
+        )
 
 
 def _describe(exc: ValidationError, path: Path, text: str) -> str:

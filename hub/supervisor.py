@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 PR_SET_PDEATHSIG = 1
 
 
-def _die_with_parent() -> None:
+def die_with_parent() -> None:
+    """For ``preexec_fn``: the child gets SIGTERM when its parent dies."""
     # Linux: the child gets SIGTERM if `hub up` itself dies, even by SIGKILL,
     # so no worker or server is ever orphaned.
     if sys.platform.startswith("linux"):
@@ -29,7 +30,7 @@ class Supervisor:
     _stop: threading.Event = field(default_factory=threading.Event)
 
     def start(self, name: str, args: list[str]) -> subprocess.Popen[bytes]:
-        process = subprocess.Popen(args, env=self.env, preexec_fn=_die_with_parent)
+        process = subprocess.Popen(args, env=self.env, preexec_fn=die_with_parent)
         self.children[name] = process
         threading.Thread(target=self._watch, args=(process,), daemon=True).start()
         return process

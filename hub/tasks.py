@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 def publish(type: str, data: dict[str, Any], id: str | None = None) -> dict[str, Any]:
     """Publish an event from another Celery app: ``send_task("hub.publish", kwargs=...)``."""
     try:
-        accepted = events.publish(type, data, id)
+        accepted = events.publish(type, data, id, keep_if_broker_down=True)
     except EventError as exc:
         # Retrying cannot fix bad input; record why in the worker log and result.
         log.error("rejected event from send_task: %s %s", exc, exc.errors)
@@ -76,14 +76,11 @@ def sweep() -> dict[str, int]:
     policy = settings.delivery
     with session(settings.resolved_database_url) as db:
         event_ids = repository.stuck_events(db, repository.seconds_ago(policy.stuck_after_s))
-        notifications = [
-            (n.id, n.channel)
-            for n in repository.stuck_notifications(
-                db,
-                repository.seconds_ago(policy.stuck_after_s),
-                repository.seconds_ago(policy.stuck_after_s + policy.backoff_max_s),
-            )
-        ]
+        notifications = repository.stuck_notifications(
+            db,
+            repository.seconds_ago(policy.stuck_after_s),
+            repository.seconds_ago(policy.stuck_after_s + policy.backoff_max_s),
+        )
     for event_id in event_ids:
         enqueue_route(event_id)
     for notification_id, channel in notifications:

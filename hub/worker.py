@@ -1,9 +1,6 @@
-"""The Celery app: queues, reliability settings, beat schedule, and how work is enqueued.
+"""The Celery app: reliability settings, beat schedule, and how work is enqueued.
 
-Queues: ``celery`` (Celery's default, so other apps' ``send_task("hub.publish")``
-lands here with no queue argument), ``events`` (routing and sweeping), and one
-queue per channel family (``email``, ``sms``, ``alert``) so each can get its
-own workers.
+The queues are named in :mod:`hub.queues`.
 """
 
 from __future__ import annotations
@@ -14,15 +11,10 @@ import kombu.exceptions
 from celery import Celery
 from kombu import Queue
 
-from hub.channels import CHANNELS
+from hub import queues
 from hub.embedded import running_url
 from hub.errors import BrokerUnavailable, ConfigError
 from hub.settings import Settings, get_settings
-
-DEFAULT_QUEUE = "celery"
-EVENTS_QUEUE = "events"
-CHANNEL_QUEUES = ("email", "sms", "alert")
-QUEUES = (DEFAULT_QUEUE, EVENTS_QUEUE, *CHANNEL_QUEUES)
 
 
 def celery_config(settings: Settings) -> dict[str, Any]:
@@ -66,12 +58,12 @@ def celery_config(settings: Settings) -> dict[str, Any]:
             }
         },
         "worker_hijack_root_logger": False,
-        "task_default_queue": DEFAULT_QUEUE,
-        "task_queues": [Queue(name) for name in QUEUES],
+        "task_default_queue": queues.DEFAULT,
+        "task_queues": [Queue(name) for name in queues.ALL],
         "task_routes": {
-            "hub.route": {"queue": EVENTS_QUEUE},
-            "hub.route_many": {"queue": EVENTS_QUEUE},
-            "hub.sweep": {"queue": EVENTS_QUEUE},
+            "hub.route": {"queue": queues.EVENTS},
+            "hub.route_many": {"queue": queues.EVENTS},
+            "hub.sweep": {"queue": queues.EVENTS},
         },
         "beat_schedule": {
             "sweep": {"task": "hub.sweep", "schedule": settings.delivery.sweep_interval_s}
@@ -85,7 +77,7 @@ app.config_from_object(celery_config(get_settings()))
 
 def queue_for(channel: str) -> str:
     """The queue a channel's deliveries run on."""
-    return CHANNELS[channel].queue
+    return queues.BY_CHANNEL[channel]
 
 
 def enqueue(task: str, args: list[Any], queue: str, countdown: float | None = None) -> None:
@@ -97,13 +89,13 @@ def enqueue(task: str, args: list[Any], queue: str, countdown: float | None = No
 
 
 def enqueue_route(event_id: str) -> None:
-    enqueue("hub.route", [event_id], EVENTS_QUEUE)
+    enqueue("hub.route", [event_id], queues.EVENTS)
 
 
 def enqueue_routes(event_ids: list[str], chunk: int = 100) -> None:
     """Route many events with few broker messages (chunks spread over workers)."""
     for start in range(0, len(event_ids), chunk):
-        enqueue("hub.route_many", [event_ids[start : start + chunk]], EVENTS_QUEUE)
+        enqueue("hub.route_many", [event_ids[start : start + chunk]], queues.EVENTS)
 
 
 def enqueue_delivery(notification_id: str, channel: str, countdown: float | None = None) -> None:

@@ -118,7 +118,9 @@ def test_a_final_failure_is_published_as_a_notification_failed_event(stack: Stac
     def announcement() -> Event | None:
         with session(stack.database_url) as db:
             return db.scalar(
-                select(Event).where(Event.idempotency_key == f"failed:{notification['id']}")
+                select(Event).where(
+                    Event.idempotency_key.startswith(f"failed:{notification['id']}:")
+                )
             )
 
     announced = wait_until(announcement, what="the notification.failed event")

@@ -111,3 +111,12 @@ def test_an_invalid_event_schema_is_reported_at_start_up() -> None:
 
     with pytest.raises(ConfigError, match=r"events.x.schema"):
         Catalog({"x": broken})
+
+
+def test_a_mistyped_env_var_is_refused_naming_it(
+    settings_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HUB_BROKER_URI", "redis://elsewhere")
+
+    with pytest.raises(ConfigError, match="env var HUB_BROKER_URI: no such setting"):
+        load_settings(settings_file)

@@ -270,4 +270,6 @@ def test_a_failed_alert_about_a_failure_raises_no_further_alert(peers: Peers) ->
 def announced(peers: Peers, notification_id: str) -> Event | None:
     """The notification.failed event the hub published about ``notification_id``, if any."""
     with session(peers.stack.database_url) as db:
-        return db.scalar(select(Event).where(Event.idempotency_key == f"failed:{notification_id}"))
+        return db.scalar(
+            select(Event).where(Event.idempotency_key.startswith(f"failed:{notification_id}:"))
+        )

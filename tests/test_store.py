@@ -147,14 +147,34 @@ def test_the_sweeper_finds_unrouted_events_and_stalled_notifications(database_ur
 
     with session(database_url) as db:
         events = repository.stuck_events(db, future)
-        stalled = {n.id: n.status for n in repository.stuck_notifications(db, future, future)}
+        stalled = dict(repository.stuck_notifications(db, future, future))
     with session(database_url) as db:
+        statuses = {n.id: n.status for n in repository.notifications_of(db, event.id)}
         released = repository.claim(db, sending)
 
     assert unrouted.id in events and event.id not in events
-    assert stalled[queued] == "queued"
-    assert stalled[sending] == "retrying"
+    assert stalled == {queued: "email", sending: "email"}
+    assert statuses == {queued: "queued", sending: "retrying"}
     assert released is not None and released.attempts == 2
+
+
+def test_a_late_worker_cannot_overwrite_a_notification_it_no_longer_owns(
+    database_url: str,
+) -> None:
+    with session(database_url) as db:
+        event, _ = repository.add_event(db, new_event())
+        [(nid, _)] = repository.add_notifications(db, event.id, routed(event, "a@example.com"))
+    with session(database_url) as db:
+        repository.claim(db, nid)
+    with session(database_url) as db:  # the sweeper decides the attempt was lost
+        repository.stuck_notifications(db, repository.seconds_ago(-60), repository.seconds_ago(-60))
+
+    with session(database_url) as db:
+        recorded = repository.finish(db, nid, NotificationStatus.SENT, outcome="sent")
+        [notification] = repository.notifications_of(db, event.id)
+
+    assert recorded is False
+    assert notification.status == "retrying"
 
 
 def test_api_keys_are_found_by_hash_only(database_url: str) -> None:

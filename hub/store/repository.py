@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Select, and_, delete, func, or_, select, update
+from sqlalchemy import and_, delete, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -182,12 +182,15 @@ def claim(db: Session, notification_id: str) -> Notification | None:
     notification = db.get(Notification, notification_id, populate_existing=True)
     assert notification is not None
     # Attempt numbers keep counting across manual retries, which reset the budget.
-    previous = db.scalar(
-        select(func.max(Attempt.number)).where(Attempt.notification_id == notification_id)
-    )
-    number = (previous or 0) + 1
+    number = last_attempt_number(db, notification_id) + 1
     db.add(Attempt(notification_id=notification_id, number=number, outcome="sending"))
     return notification
+
+
+def last_attempt_number(db: Session, notification_id: str) -> int:
+    """The number of the notification's latest attempt (0 before the first)."""
+    query = select(func.max(Attempt.number)).where(Attempt.notification_id == notification_id)
+    return db.scalar(query) or 0
 
 
 def finish(
@@ -199,13 +202,25 @@ def finish(
     error: str | None = None,
     provider_message_id: str | None = None,
     segments: int | None = None,
-) -> None:
-    """Record the end of the current attempt and the notification's new status."""
+) -> bool:
+    """Record the end of the current attempt and the notification's new status.
+
+    Only a notification still ``sending`` is changed (False otherwise): if the
+    sweeper gave a stalled attempt to another worker, the late one records nothing.
+    """
     now = utcnow()
     values: dict[str, Any] = {"status": status, "updated_at": now, "last_error": error}
     if status == NotificationStatus.SENT:
         values.update(sent_at=now, provider_message_id=provider_message_id, segments=segments)
-    db.execute(update(Notification).where(Notification.id == notification_id).values(**values))
+    result = db.execute(
+        update(Notification)
+        .where(
+            Notification.id == notification_id, Notification.status == NotificationStatus.SENDING
+        )
+        .values(**values)
+    )
+    if result.rowcount != 1:  # type: ignore[attr-defined]
+        return False
     attempt = db.scalar(
         select(Attempt)
         .where(Attempt.notification_id == notification_id)
@@ -214,6 +229,7 @@ def finish(
     )
     if attempt is not None:
         attempt.outcome, attempt.error, attempt.finished_at = outcome, error, now
+    return True
 
 
 RETRYABLE = (
@@ -282,17 +298,18 @@ def record_provider_status(
     provider_message_id: str,
     status: NotificationStatus,
     error: str | None,
-) -> bool:
-    """Apply a provider's delivery report; False when no notification has that id."""
-    result = db.execute(
-        update(Notification)
-        .where(
+) -> Notification | None:
+    """Apply a provider's delivery report; the notification, or None when none has that id."""
+    notification = db.scalar(
+        select(Notification).where(
             Notification.channel == channel,
             Notification.provider_message_id == provider_message_id,
         )
-        .values(status=status, last_error=error, updated_at=utcnow())
     )
-    return bool(result.rowcount)  # type: ignore[attr-defined]
+    if notification is not None:
+        notification.status, notification.last_error = status, error
+        notification.updated_at = utcnow()
+    return notification
 
 
 def stuck_events(db: Session, older_than: datetime) -> list[str]:
@@ -305,40 +322,48 @@ def stuck_events(db: Session, older_than: datetime) -> list[str]:
 
 def stuck_notifications(
     db: Session, older_than: datetime, retrying_older_than: datetime
-) -> list[Notification]:
-    """Notifications whose task the broker lost.
+) -> list[tuple[str, str]]:
+    """``(id, channel)`` of notifications whose task the broker lost, marked as re-enqueued.
 
     Queued, or left ``sending`` by a dead worker, since before ``older_than``;
-    retrying since before ``retrying_older_than`` (past any backoff). Those left
-    ``sending`` are put back to ``retrying`` so they can be claimed again.
+    retrying since before ``retrying_older_than`` (past any backoff). Every
+    change is one conditional UPDATE, so a worker finishing at the same moment
+    is never overwritten.
     """
-    stale: Select[tuple[Notification]] = select(Notification).where(
-        or_(
-            and_(
-                Notification.status.in_([NotificationStatus.QUEUED, NotificationStatus.SENDING]),
-                Notification.updated_at < older_than,
-            ),
-            and_(
-                Notification.status == NotificationStatus.RETRYING,
-                Notification.updated_at < retrying_older_than,
-            ),
+    now = utcnow()
+    lost = db.execute(
+        update(Notification)
+        .where(
+            Notification.status == NotificationStatus.SENDING, Notification.updated_at < older_than
         )
-    )
-    found = list(db.scalars(stale.limit(1000)))
-    lost = [n.id for n in found if n.status == NotificationStatus.SENDING]
-    for notification in found:
-        if notification.status == NotificationStatus.SENDING:
-            notification.status = NotificationStatus.RETRYING
-        notification.updated_at = utcnow()
+        .values(status=NotificationStatus.RETRYING, updated_at=now)
+        .returning(Notification.id, Notification.channel)
+    ).all()
     if lost:
         db.execute(
             update(Attempt)
-            .where(Attempt.notification_id.in_(lost), Attempt.outcome == "sending")
-            .values(
-                outcome="lost", error="the worker died during the attempt", finished_at=utcnow()
+            .where(
+                Attempt.notification_id.in_([row.id for row in lost]), Attempt.outcome == "sending"
             )
+            .values(outcome="lost", error="the worker died during the attempt", finished_at=now)
         )
-    return found
+    stale = or_(
+        and_(
+            Notification.status == NotificationStatus.QUEUED, Notification.updated_at < older_than
+        ),
+        and_(
+            Notification.status == NotificationStatus.RETRYING,
+            Notification.updated_at < retrying_older_than,
+        ),
+    )
+    batch = select(Notification.id).where(stale).limit(1000).scalar_subquery()
+    waiting = db.execute(
+        update(Notification)
+        .where(Notification.id.in_(batch), stale)
+        .values(updated_at=now)
+        .returning(Notification.id, Notification.channel)
+    ).all()
+    return [(row.id, row.channel) for row in (*lost, *waiting)]
 
 
 def add_api_key(db: Session, name: str, key_hash: str) -> None:
@@ -347,10 +372,6 @@ def add_api_key(db: Session, name: str, key_hash: str) -> None:
 
 def api_key_exists(db: Session, key_hash: str) -> bool:
     return db.scalar(select(ApiKey.id).where(ApiKey.key_hash == key_hash)) is not None
-
-
-def api_key_count(db: Session) -> int:
-    return len(db.scalars(select(ApiKey.id)).all())
 
 
 def seconds_ago(seconds: float) -> datetime:
