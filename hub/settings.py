@@ -15,7 +15,15 @@ from functools import cache
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from hub.errors import ConfigError
@@ -42,12 +50,23 @@ class DeliverySettings(_Strict):
     max_attempts: int = Field(5, ge=1)
     backoff_base_s: float = Field(2.0, gt=0)
     backoff_max_s: float = Field(300.0, gt=0)
-    # One provider call may take this long before it is cut and retried.
-    attempt_timeout_s: float = Field(60.0, gt=0)
+    # One provider call may take this long before it is cut.
+    attempt_timeout_s: float = Field(30.0, gt=0)
     # The sweeper re-enqueues work the broker lost (a publish that failed, a
     # Redis that lost its data): anything still queued after stuck_after_s.
     sweep_interval_s: float = Field(30.0, gt=0)
-    stuck_after_s: float = Field(60.0, gt=0)
+    stuck_after_s: float = Field(120.0, gt=0)
+
+    @model_validator(mode="after")
+    def _sweeper_waits_for_running_attempts(self) -> DeliverySettings:
+        # Otherwise the sweeper would hand a send still in progress to another
+        # worker, and the message would go out twice.
+        if self.stuck_after_s <= self.attempt_timeout_s + 1:
+            raise ValueError(
+                f"stuck_after_s ({self.stuck_after_s:g}) must exceed attempt_timeout_s "
+                f"({self.attempt_timeout_s:g}) by more than a second"
+            )
+        return self
 
 
 class ChannelSettings(_Strict):

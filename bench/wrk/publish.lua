@@ -5,8 +5,14 @@
 -- Thread i (1..T) sends its share of <total> events to <prefix>-<i>-<n>@bench.example,
 -- n = 1, 2, ...; after its share it only sends GET /healthz (answered 200, never
 -- an event) until every event it sent has an answer, then stops. The hub and the
--- bare app answer a publish with 202, or an error status, never 200. done() prints
---   BENCH accepted=<202s> answered=<publish answers> duration_us=<run> requests=<all>
+-- bare app answer a publish with 202, or an error status, never 200. wrk calls the
+-- first thread's request() once before the run to check the script; that call gets
+-- a GET /healthz, so no event is lost to it.
+--
+-- wrk itself runs for the whole -d even when every thread has stopped, so each
+-- thread prints "BENCH thread <i> done" when its events are all answered, and the
+-- caller (bench/run.py) sends wrk SIGINT once every thread has. done() then prints
+--   BENCH accepted=<202s> answered=<publish answers> duration_us=<run> requests=<all> ...
 
 local threads = {}
 local next_id = 1
@@ -33,13 +39,17 @@ function init(args)
       ["Authorization"] = "Bearer " .. args[2],
    }
    health = wrk.format("GET", "/healthz")
+   checked = id ~= 1
    if quota == 0 then
+      io.write(string.format("BENCH thread %d done\n", id))
+      io.flush()
       wrk.thread:stop()
    end
 end
 
 function request()
-   if sent >= quota then
+   if not checked or sent >= quota then
+      checked = true
       return health
    end
    sent = sent + 1
@@ -60,7 +70,9 @@ function response(status, headers, body)
    if status == 202 then
       accepted = accepted + 1
    end
-   if answered >= quota then
+   if answered == quota then
+      io.write(string.format("BENCH thread %d done\n", id))
+      io.flush()
       wrk.thread:stop()
    end
 end

@@ -31,6 +31,7 @@ from tests.smtp_sink import SmtpSink, _free_port, start_sink
 FAST_RECOVERY = {
     "HUB_DELIVERY__SWEEP_INTERVAL_S": "1",
     "HUB_DELIVERY__STUCK_AFTER_S": "5",
+    "HUB_DELIVERY__ATTEMPT_TIMEOUT_S": "3",
     "HUB_DELIVERY__MAX_ATTEMPTS": "100",
     "HUB_DELIVERY__BACKOFF_BASE_S": "0.2",
     "HUB_DELIVERY__BACKOFF_MAX_S": "3",
