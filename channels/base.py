@@ -45,6 +45,8 @@ class Channel(ABC):
     """
 
     name: ClassVar[str]
+    # How many sends of a batch may be in flight at once (email: its SMTP pool).
+    concurrency: int = 8
     parts: ClassVar[tuple[str, ...]] = ("body.txt",)
 
     @classmethod

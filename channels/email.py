@@ -149,6 +149,7 @@ class EmailChannel(Channel):
         self.settings = settings
         self.outbox = Outbox(outbox_dir)
         self.pool = SmtpPool(settings) if settings.host else None
+        self.concurrency = settings.pool_size
 
     async def close(self) -> None:
         if self.pool is not None:

@@ -10,8 +10,10 @@ subscription can alert someone about it.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from hub import events
@@ -39,10 +41,10 @@ FAILED_EVENT = "notification.failed"
 
 @dataclass(frozen=True, slots=True)
 class Outcome:
-    """How a delivery task ended; ``retry_in_s`` is set when it must run again."""
+    """How one notification's turn ended; ``retry_in_s`` is set when it must run again."""
 
+    notification_id: str
     status: NotificationStatus
-    channel: str
     retry_in_s: float | None = None
 
 
@@ -57,64 +59,84 @@ def max_attempts(settings: Settings, channel: str) -> int:
     return settings.channels.of(channel).max_attempts or settings.delivery.max_attempts
 
 
-def deliver(runtime: Runtime, notification_id: str) -> Outcome | None:
-    """Attempt delivery; None when the notification is not ours to send (done or claimed)."""
+def deliver(runtime: Runtime, channel: str, notification_ids: Sequence[str]) -> list[Outcome]:
+    """Attempt a batch of one channel's notifications, sent concurrently on the worker's loop.
+
+    Those not ours to send (done, or claimed by another worker) are skipped.
+    The batch costs two transactions (claim, record) however large it is.
+    """
     url = runtime.settings.resolved_database_url
+    ready, outcomes = _take_tokens(runtime, channel, notification_ids)
     with session(url) as db:
-        waiting = repository.get_notification(db, notification_id)
-    if waiting is None or waiting.status not in repository.CLAIMABLE:
-        return None
-    if (wait_s := runtime.throttle(waiting.channel)) > 0:
-        # Rate limited: not an attempt, so nothing is claimed or counted; a
-        # little jitter keeps workers from waking up all at once. Touched so
-        # the sweeper sees it is waiting, not lost.
+        claimed = repository.claim_many(db, ready)
+        events = repository.events_by_id(db, {n.event_id for n in claimed})
+        opted_out = repository.opted_out(db, channel, {n.recipient for n in claimed})
+    batch: list[tuple[Notification, Event, Message]] = []
+    for notification in claimed:
+        event = events[notification.event_id]
+        if notification.recipient in opted_out:
+            error = f"{notification.recipient} opted out of {channel}"
+            status = NotificationStatus.SUPPRESSED
+            outcomes.append(_record(runtime, notification, event, status, error))
+        elif notification.attempts > max_attempts(runtime.settings, channel):
+            # Only reachable when workers died mid-send every time: a poison message.
+            error = f"gave up: {notification.attempts - 1} attempts never finished"
+            status = NotificationStatus.FAILED
+            outcomes.append(_record(runtime, notification, event, status, error))
+        else:
+            try:
+                batch.append((notification, event, _message(runtime, notification, event)))
+            except TemplateError as exc:
+                outcomes.append(_on_failure(runtime, notification, event, exc))
+    results = _send_all(runtime, channel, [message for _, _, message in batch])
+    receipts = []
+    for (notification, event, _), result in zip(batch, results, strict=True):
+        if isinstance(result, Receipt):
+            receipts.append((notification.id, result.provider_message_id, result.segments))
+            outcomes.append(Outcome(notification.id, NotificationStatus.SENT))
+        else:
+            outcomes.append(_on_failure(runtime, notification, event, result))
+    if receipts:
         with session(url) as db:
-            repository.touch(db, notification_id)
-        status = NotificationStatus(waiting.status)
-        return Outcome(status, waiting.channel, wait_s + random.uniform(0, 0.02))
-    with session(url) as db:
-        notification = repository.claim(db, notification_id)
-        event = repository.get_event(db, notification.event_id) if notification else None
-        opted_out = notification is not None and repository.is_opted_out(
-            db, notification.channel, notification.recipient
-        )
-    if notification is None or event is None:
-        return None
-    if opted_out:
-        error = f"{notification.recipient} opted out of {notification.channel}"
-        return _record(runtime, notification, event, NotificationStatus.SUPPRESSED, error)
-    if notification.attempts > max_attempts(runtime.settings, notification.channel):
-        # Only reachable when workers died mid-send every time: a poison message.
-        error = f"gave up: {notification.attempts - 1} attempts never finished"
-        return _record(runtime, notification, event, NotificationStatus.FAILED, error)
-    try:
-        receipt = _send(runtime, notification, event)
-    except (ChannelError, TemplateError) as exc:
-        return _on_failure(runtime, notification, event, exc)
-    except Exception as exc:
-        # A bug or an unclassified library error: keep the notification alive
-        # and visible rather than leaving it stuck in "sending".
-        log.exception("unexpected error delivering %s", notification_id)
-        error = TransientError(f"{type(exc).__name__}: {exc}", channel=notification.channel)
-        return _on_failure(runtime, notification, event, error)
-    with session(url) as db:
-        repository.finish(
-            db,
-            notification_id,
-            NotificationStatus.SENT,
-            outcome="sent",
-            provider_message_id=receipt.provider_message_id,
-            segments=receipt.segments,
-        )
-    return Outcome(NotificationStatus.SENT, notification.channel)
+            repository.finish_sent(db, receipts)
+    return outcomes
 
 
-def _send(runtime: Runtime, notification: Notification, event: Event) -> Receipt:
+def _take_tokens(
+    runtime: Runtime, channel: str, notification_ids: Sequence[str]
+) -> tuple[list[str], list[Outcome]]:
+    """Split the batch into those the rate limit lets go now and those that must wait.
+
+    Waiting is not an attempt: nothing is claimed or counted. The waiting ones
+    are spread one interval apart (with a little jitter so workers do not wake
+    together) and touched, so the sweeper sees they are waiting, not lost.
+    """
+    ready: list[str] = []
+    for index, notification_id in enumerate(notification_ids):
+        wait_s = runtime.throttle(channel)
+        if wait_s > 0:
+            interval_s = runtime.rate_interval_s(channel)
+            later = notification_ids[index:]
+            with session(runtime.settings.resolved_database_url) as db:
+                repository.touch(db, later)
+            return ready, [
+                Outcome(
+                    nid,
+                    NotificationStatus.QUEUED,
+                    wait_s + n * interval_s + random.uniform(0, 0.02),
+                )
+                for n, nid in enumerate(later)
+            ]
+        ready.append(notification_id)
+    return ready, []
+
+
+def _message(runtime: Runtime, notification: Notification, event: Event) -> Message:
     channel = runtime.channels[notification.channel]
     context = context_for(event.id, event.type, event.data)
     context["recipient"] = notification.recipient
     rendered = runtime.templates.render(notification.template, context, channel.parts)
-    message = Message(
+    return Message(
         notification_id=notification.id,
         event_id=event.id,
         event_type=event.type,
@@ -124,13 +146,39 @@ def _send(runtime: Runtime, notification: Notification, event: Event) -> Receipt
         html=rendered.html,
         data=event.data,
     )
-    try:
-        return runtime.run(
-            channel.send(message), timeout_s=runtime.settings.delivery.attempt_timeout_s
-        )
-    except TimeoutError as exc:
-        # The request may have reached the provider before the cut.
-        raise OutcomeUnknown("attempt timed out", channel=channel.name) from exc
+
+
+def _send_all(
+    runtime: Runtime, channel_name: str, messages: list[Message]
+) -> list[Receipt | ChannelError]:
+    """One attempt per message, concurrently; each ends in a receipt or a classified error."""
+    if not messages:
+        return []
+    channel = runtime.channels[channel_name]
+    timeout_s = runtime.settings.delivery.attempt_timeout_s
+
+    async def attempt(message: Message, slots: asyncio.Semaphore) -> Receipt | ChannelError:
+        try:
+            # The timeout runs from the send, not from the wait for a free slot.
+            async with slots:
+                return await asyncio.wait_for(channel.send(message), timeout_s)
+        except ChannelError as exc:
+            return exc
+        except TimeoutError:
+            # The request may have reached the provider before the cut.
+            return OutcomeUnknown("attempt timed out", channel=channel_name)
+        except Exception as exc:
+            # A bug or an unclassified library error: keep the notification
+            # alive and visible rather than leaving it stuck in "sending".
+            log.exception("unexpected error delivering %s", message.notification_id)
+            return TransientError(f"{type(exc).__name__}: {exc}", channel=channel_name)
+
+    async def attempt_all() -> list[Receipt | ChannelError]:
+        slots = asyncio.Semaphore(channel.concurrency)
+        return list(await asyncio.gather(*(attempt(m, slots) for m in messages)))
+
+    waves = -(-len(messages) // channel.concurrency)
+    return runtime.run(attempt_all(), timeout_s=timeout_s * waves + 10)
 
 
 def _on_failure(
@@ -157,7 +205,7 @@ def _on_failure(
         return _record(runtime, notification, event, NotificationStatus.FAILED, error)
     _record(runtime, notification, event, NotificationStatus.RETRYING, str(exc))
     delay = backoff_s(notification.attempts, settings, exc.retry_after_s)
-    return Outcome(NotificationStatus.RETRYING, notification.channel, delay)
+    return Outcome(notification.id, NotificationStatus.RETRYING, delay)
 
 
 _OUTCOMES = {
@@ -184,7 +232,7 @@ def _record(
         attempt_number = repository.last_attempt_number(db, notification.id) if final else 0
     if final:
         _announce(notification, event, status, error, attempt_number)
-    return Outcome(status, notification.channel)
+    return Outcome(notification.id, status)
 
 
 def _announce(

@@ -62,7 +62,7 @@ def retry(
     limit: int = 1000,
 ) -> list[str]:
     """Requeue the given notifications, or those matching the filters; their ids."""
-    from hub.worker import enqueue_delivery  # the Celery app needs a broker URL
+    from hub.worker import enqueue_deliveries  # the Celery app needs a broker URL
 
     with session(settings.resolved_database_url) as db:
         if not ids:
@@ -72,8 +72,7 @@ def retry(
             ids = [n.id for n in found]
         requeued = repository.requeue(db, ids) if ids else []
     try:
-        for notification_id, notification_channel in requeued:
-            enqueue_delivery(notification_id, notification_channel)
+        enqueue_deliveries(requeued)
     except BrokerUnavailable as exc:
         # They are queued in the store, so the sweeper enqueues them later.
         log.warning("requeued in the store, broker unavailable: %s", exc)

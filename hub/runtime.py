@@ -62,6 +62,11 @@ class Runtime:
             return self.limiter.paused_for(channel)
         return self.limiter.acquire(channel, Rate.parse(limits.rate_limit), limits.burst)
 
+    def rate_interval_s(self, channel: str) -> float:
+        """Seconds between two sends ``channel``'s rate limit allows (0.0 without one)."""
+        limit = self.settings.channels.of(channel).rate_limit
+        return Rate.parse(limit).interval_ms / 1000 if limit else 0.0
+
     def pause(self, channel: str, seconds: float) -> None:
         """Hold every worker's sends on ``channel`` (a provider asked us to back off)."""
         if self.limiter is not None:

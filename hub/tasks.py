@@ -8,18 +8,19 @@ delivery claims a notification atomically before calling a provider.
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from typing import Any
 
 from celery.signals import worker_process_init, worker_process_shutdown, worker_shutdown
 
 from hub import events
-from hub.delivery import deliver as deliver_notification
+from hub.delivery import deliver as deliver_notifications
 from hub.errors import EventError
 from hub.routing import route_event
 from hub.runtime import close_runtime, get_runtime
 from hub.store import repository
 from hub.store.db import session
-from hub.worker import app, enqueue_delivery, enqueue_route
+from hub.worker import app, enqueue_deliveries, enqueue_route
 
 log = logging.getLogger(__name__)
 
@@ -51,22 +52,20 @@ def route_many(event_ids: list[str]) -> int:
         for event_id in event_ids
         for notification in route_event(runtime.settings, runtime.templates, event_id)
     ]
-    for notification_id, channel in queued:
-        enqueue_delivery(notification_id, channel)
+    enqueue_deliveries(queued)
     return len(queued)
 
 
 @app.task(name="hub.deliver")
-def deliver(notification_id: str) -> str | None:
-    """One delivery attempt; a retry or a rate-limit wait comes back after a countdown."""
-    outcome = deliver_notification(get_runtime(), notification_id)
-    if outcome is None:
-        return None
-    if outcome.retry_in_s is not None:
-        # A new message rather than self.retry(): attempts are counted in the
-        # store, and a rate-limit wait must not count as one.
-        enqueue_delivery(notification_id, outcome.channel, countdown=outcome.retry_in_s)
-    return str(outcome.status)
+def deliver(channel: str, notification_ids: list[str]) -> dict[str, int]:
+    """One attempt for each of a batch; retries and rate-limit waits come back after a countdown."""
+    outcomes = deliver_notifications(get_runtime(), channel, notification_ids)
+    for outcome in outcomes:
+        if outcome.retry_in_s is not None:
+            # A new message rather than self.retry(): attempts are counted in
+            # the store, and a rate-limit wait must not count as one.
+            enqueue_deliveries([(outcome.notification_id, channel)], countdown=outcome.retry_in_s)
+    return dict(Counter(str(outcome.status) for outcome in outcomes))
 
 
 @app.task(name="hub.sweep")
@@ -83,8 +82,7 @@ def sweep() -> dict[str, int]:
         )
     for event_id in event_ids:
         enqueue_route(event_id)
-    for notification_id, channel in notifications:
-        enqueue_delivery(notification_id, channel)
+    enqueue_deliveries(notifications)
     if event_ids or notifications:
         log.warning(
             "sweeper re-enqueued %d events, %d notifications", len(event_ids), len(notifications)

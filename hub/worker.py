@@ -5,6 +5,7 @@ The queues are named in :mod:`hub.queues`.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 import kombu.exceptions
@@ -49,12 +50,13 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "task_acks_late": True,
         "task_reject_on_worker_lost": True,
         "worker_prefetch_multiplier": 1,
-        # Backstops behind the per-attempt timeout: a hung provider call is cut
-        # (soft) or its process killed (hard); the sweeper then retries it.
+        # Backstops behind the per-attempt timeout: a batch whose provider
+        # hangs is cut (soft) or its process killed (hard); the sweeper then
+        # retries what it left in "sending".
         "task_annotations": {
             "hub.deliver": {
-                "soft_time_limit": settings.delivery.attempt_timeout_s + 10,
-                "time_limit": settings.delivery.attempt_timeout_s + 30,
+                "soft_time_limit": settings.delivery.attempt_timeout_s * 4 + 10,
+                "time_limit": settings.delivery.attempt_timeout_s * 4 + 30,
             }
         },
         "worker_hijack_root_logger": False,
@@ -98,5 +100,17 @@ def enqueue_routes(event_ids: list[str], chunk: int = 100) -> None:
         enqueue("hub.route_many", [event_ids[start : start + chunk]], queues.EVENTS)
 
 
-def enqueue_delivery(notification_id: str, channel: str, countdown: float | None = None) -> None:
-    enqueue("hub.deliver", [notification_id], queue_for(channel), countdown)
+DELIVERY_BATCH = 50
+
+
+def enqueue_deliveries(
+    notifications: Iterable[tuple[str, str]], countdown: float | None = None
+) -> None:
+    """Enqueue ``(id, channel)`` pairs as per-channel batches of up to DELIVERY_BATCH."""
+    by_channel: dict[str, list[str]] = {}
+    for notification_id, channel in notifications:
+        by_channel.setdefault(channel, []).append(notification_id)
+    for channel, ids in by_channel.items():
+        for start in range(0, len(ids), DELIVERY_BATCH):
+            batch = ids[start : start + DELIVERY_BATCH]
+            enqueue("hub.deliver", [channel, batch], queue_for(channel), countdown)

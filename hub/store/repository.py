@@ -104,10 +104,12 @@ def get_notification(db: Session, notification_id: str) -> Notification | None:
     return db.get(Notification, notification_id)
 
 
-def touch(db: Session, notification_id: str) -> None:
-    """Mark a notification as looked after now (it is waiting on purpose)."""
+def touch(db: Session, notification_ids: Sequence[str]) -> None:
+    """Mark notifications as looked after now (they are waiting on purpose)."""
     db.execute(
-        update(Notification).where(Notification.id == notification_id).values(updated_at=utcnow())
+        update(Notification)
+        .where(Notification.id.in_(list(notification_ids)))
+        .values(updated_at=utcnow())
     )
 
 
@@ -168,23 +170,83 @@ def notification_id(event_id: str, subscription: str, channel: str, recipient: s
 
 def claim(db: Session, notification_id: str) -> Notification | None:
     """Atomically move a queued/retrying notification to ``sending``; None if not claimable."""
-    result = db.execute(
+    claimed = claim_many(db, [notification_id])
+    return claimed[0] if claimed else None
+
+
+def claim_many(db: Session, notification_ids: Sequence[str]) -> list[Notification]:
+    """Atomically move the queued/retrying ones to ``sending``, each with a new attempt row.
+
+    One conditional UPDATE: of two workers given the same id, exactly one gets it.
+    """
+    if not notification_ids:
+        return []
+    claimed_ids = db.scalars(
         update(Notification)
-        .where(Notification.id == notification_id, Notification.status.in_(CLAIMABLE))
+        .where(Notification.id.in_(list(notification_ids)), Notification.status.in_(CLAIMABLE))
         .values(
             status=NotificationStatus.SENDING,
             attempts=Notification.attempts + 1,
             updated_at=utcnow(),
         )
-    )
-    if result.rowcount != 1:  # type: ignore[attr-defined]
-        return None
-    notification = db.get(Notification, notification_id, populate_existing=True)
-    assert notification is not None
+        .returning(Notification.id)
+    ).all()
+    if not claimed_ids:
+        return []
+    claimed = db.scalars(
+        select(Notification)
+        .where(Notification.id.in_(claimed_ids))
+        .execution_options(populate_existing=True)
+    ).all()
     # Attempt numbers keep counting across manual retries, which reset the budget.
-    number = last_attempt_number(db, notification_id) + 1
-    db.add(Attempt(notification_id=notification_id, number=number, outcome="sending"))
-    return notification
+    last = dict(
+        db.execute(
+            select(Attempt.notification_id, func.max(Attempt.number))
+            .where(Attempt.notification_id.in_(claimed_ids))
+            .group_by(Attempt.notification_id)
+        ).all()
+    )
+    db.add_all(
+        Attempt(notification_id=n.id, number=last.get(n.id, 0) + 1, outcome="sending")
+        for n in claimed
+    )
+    return list(claimed)
+
+
+def events_by_id(db: Session, event_ids: Iterable[str]) -> dict[str, Event]:
+    return {e.id: e for e in db.scalars(select(Event).where(Event.id.in_(list(event_ids))))}
+
+
+def finish_sent(db: Session, receipts: Sequence[tuple[str, str, int | None]]) -> int:
+    """Record ``(id, provider_message_id, segments)`` as sent, for those still ``sending``.
+
+    Returns how many were recorded (fewer when the sweeper gave one away meanwhile).
+    """
+    now = utcnow()
+    recorded = [
+        nid
+        for nid, provider_message_id, segments in receipts
+        if db.scalar(
+            update(Notification)
+            .where(Notification.id == nid, Notification.status == NotificationStatus.SENDING)
+            .values(
+                status=NotificationStatus.SENT,
+                updated_at=now,
+                sent_at=now,
+                last_error=None,
+                provider_message_id=provider_message_id,
+                segments=segments,
+            )
+            .returning(Notification.id)
+        )
+    ]
+    if recorded:
+        db.execute(
+            update(Attempt)
+            .where(Attempt.notification_id.in_(recorded), Attempt.outcome == "sending")
+            .values(outcome="sent", finished_at=now)
+        )
+    return len(recorded)
 
 
 def last_attempt_number(db: Session, notification_id: str) -> int:
@@ -284,6 +346,14 @@ def requeue(db: Session, ids: Sequence[str]) -> list[tuple[str, str]]:
 
 def is_opted_out(db: Session, channel: str, recipient: str) -> bool:
     return db.get(OptOut, (channel, recipient)) is not None
+
+
+def opted_out(db: Session, channel: str, recipients: Iterable[str]) -> set[str]:
+    """Which of ``recipients`` opted out of ``channel``."""
+    query = select(OptOut.recipient).where(
+        OptOut.channel == channel, OptOut.recipient.in_(list(recipients))
+    )
+    return set(db.scalars(query))
 
 
 def add_opt_out(db: Session, channel: str, recipient: str, reason: str) -> None:

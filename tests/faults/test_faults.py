@@ -44,7 +44,7 @@ def test_a_redelivered_task_does_not_send_a_sent_notification_again(
 
     # What a broker does after a crash between send and ack: deliver the task again.
     with Celery(broker=faulty_hub.env["HUB_BROKER_URL"]) as broker:
-        broker.send_task("hub.deliver", args=[notification["id"]], queue="email")
+        broker.send_task("hub.deliver", args=["email", [notification["id"]]], queue="email")
     faulty_hub.stack.settled(faulty_hub.stack.publish("user.registered", user(marker)))
 
     assert len(faulty_hub.smtp.to(to)) == 1
