@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from email import policy
 from multiprocessing.queues import Queue
 from multiprocessing.synchronize import Event
 
@@ -42,7 +41,7 @@ def welcome_message(templates: Templates, n: int, to: str) -> bytes:
         html=rendered.html,
         data=data,
     )
-    return build_email(message, FROM_ADDRESS).as_bytes(policy=policy.SMTP)
+    return build_email(message, FROM_ADDRESS).data
 
 
 def sender(

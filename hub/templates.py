@@ -43,6 +43,7 @@ class Templates:
             cache_size=1000,
             auto_reload=False,
         )
+        self._expressions: dict[str, jinja2.Template] = {}
 
     def render(self, name: str, context: dict[str, Any], required: Sequence[str]) -> Rendered:
         """Render template ``name``; every part in ``required`` must exist."""
@@ -86,13 +87,19 @@ class Templates:
     def expression(self, source: str, context: dict[str, Any]) -> str:
         """Render a one-line template such as a recipient ``{{ data.email }}``."""
         try:
-            return self.env.from_string(source).render(context).strip()
+            return self._compiled(source).render(context).strip()
         except jinja2.TemplateError as exc:
             raise TemplateError(source, str(exc)) from exc
 
     def condition(self, source: str, context: dict[str, Any]) -> bool:
         """Evaluate a Jinja expression such as ``data.phone is defined``."""
         try:
-            return bool(self.env.compile_expression(source, undefined_to_none=False)(context))
+            return self._compiled(f"{{% if {source} %}}1{{% endif %}}").render(context) == "1"
         except jinja2.TemplateError as exc:
             raise TemplateError(source, str(exc)) from exc
+
+    def _compiled(self, source: str) -> jinja2.Template:
+        # Subscriptions repeat the same few expressions: compile each once.
+        if (template := self._expressions.get(source)) is None:
+            template = self._expressions[source] = self.env.from_string(source)
+        return template

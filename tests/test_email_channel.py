@@ -158,4 +158,4 @@ def test_without_a_host_messages_are_written_to_the_outbox(tmp_path: Path) -> No
     written = message_from_bytes(path.read_bytes(), policy=policy.default)
     assert written["To"] == sent.recipient
     assert written["Message-ID"] == receipt.provider_message_id
-    assert written.get_body(("html",)).get_content() == "<p>html body</p>\n"
+    assert written.get_body(("html",)).get_content() == "<p>html body</p>\r\n"  # RFC 5322 CRLF
