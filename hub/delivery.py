@@ -32,7 +32,8 @@ from hub.runtime import Runtime
 from hub.settings import Settings
 from hub.store import repository
 from hub.store.db import session
-from hub.store.models import Event, Notification, NotificationStatus
+from hub.store.models import NotificationStatus
+from hub.store.repository import Claimed, EventRow
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +72,7 @@ def deliver(runtime: Runtime, channel: str, notification_ids: Sequence[str]) -> 
         claimed = repository.claim_many(db, ready)
         events = repository.events_by_id(db, {n.event_id for n in claimed})
         opted_out = repository.opted_out(db, channel, {n.recipient for n in claimed})
-    batch: list[tuple[Notification, Event, Message]] = []
+    batch: list[tuple[Claimed, EventRow, Message]] = []
     for notification in claimed:
         event = events[notification.event_id]
         if notification.recipient in opted_out:
@@ -131,7 +132,7 @@ def _take_tokens(
     return ready, []
 
 
-def _message(runtime: Runtime, notification: Notification, event: Event) -> Message:
+def _message(runtime: Runtime, notification: Claimed, event: EventRow) -> Message:
     channel = runtime.channels[notification.channel]
     context = context_for(event.id, event.type, event.data)
     context["recipient"] = notification.recipient
@@ -182,7 +183,7 @@ def _send_all(
 
 
 def _on_failure(
-    runtime: Runtime, notification: Notification, event: Event, exc: ChannelError | TemplateError
+    runtime: Runtime, notification: Claimed, event: EventRow, exc: ChannelError | TemplateError
 ) -> Outcome:
     settings = runtime.settings
     if isinstance(exc, PermanentError) and exc.opt_out:
@@ -218,8 +219,8 @@ _OUTCOMES = {
 
 def _record(
     runtime: Runtime,
-    notification: Notification,
-    event: Event,
+    notification: Claimed,
+    event: EventRow,
     status: NotificationStatus,
     error: str,
 ) -> Outcome:
@@ -236,8 +237,8 @@ def _record(
 
 
 def _announce(
-    notification: Notification,
-    event: Event,
+    notification: Claimed,
+    event: EventRow,
     status: NotificationStatus,
     error: str,
     attempt_number: int,

@@ -90,7 +90,7 @@ def route_event(settings: Settings, templates: Templates, event_id: str) -> list
     routing task finds the rows it already made.
     """
     with session(settings.resolved_database_url) as db:
-        event = repository.get_event(db, event_id)
+        event = repository.events_by_id(db, [event_id]).get(event_id)
         if event is None:
             return []
         planned = plan(

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, delete, func, or_, select, update
+from sqlalchemy import Row, Table, and_, case, delete, func, insert, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -29,6 +29,11 @@ from hub.store.models import (
 )
 
 CLAIMABLE = (NotificationStatus.QUEUED, NotificationStatus.RETRYING)
+
+# The tables themselves, for Core statements on the hot path.
+EVENTS: Table = Event.__table__  # type: ignore[assignment]
+NOTIFICATIONS: Table = Notification.__table__  # type: ignore[assignment]
+ATTEMPTS: Table = Attempt.__table__  # type: ignore[assignment]
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,17 +151,18 @@ def add_notifications(
             }
             for n in new
         ]
-        insert = (
-            postgresql.insert if db.bind and db.bind.dialect.name == "postgresql" else sqlite.insert
+        dialect = postgresql if db.bind and db.bind.dialect.name == "postgresql" else sqlite
+        db.execute(
+            dialect.insert(NOTIFICATIONS).values(rows).on_conflict_do_nothing(index_elements=["id"])
         )
-        db.execute(insert(Notification).values(rows).on_conflict_do_nothing(index_elements=["id"]))
     db.execute(
-        update(Event)
-        .where(Event.id == event_id)
+        update(EVENTS)
+        .where(EVENTS.c.id == event_id)
         .values(status=EventStatus.ROUTED, routed_at=utcnow())
     )
-    query = select(Notification.id, Notification.channel).where(
-        Notification.event_id == event_id, Notification.status == NotificationStatus.QUEUED
+    n = NOTIFICATIONS.c
+    query = select(n.id, n.channel).where(
+        n.event_id == event_id, n.status == NotificationStatus.QUEUED
     )
     return [(row.id, row.channel) for row in db.execute(query)]
 
@@ -168,82 +174,108 @@ def notification_id(event_id: str, subscription: str, channel: str, recipient: s
     return f"ntf_{digest[:32]}"
 
 
-def claim(db: Session, notification_id: str) -> Notification | None:
+def claim(db: Session, notification_id: str) -> Claimed | None:
     """Atomically move a queued/retrying notification to ``sending``; None if not claimable."""
     claimed = claim_many(db, [notification_id])
     return claimed[0] if claimed else None
 
 
-def claim_many(db: Session, notification_ids: Sequence[str]) -> list[Notification]:
+@dataclass(frozen=True, slots=True)
+class Claimed:
+    """A notification this worker now owns, with what delivery needs of it."""
+
+    id: str
+    event_id: str
+    channel: str
+    recipient: str
+    template: str
+    attempts: int
+
+
+def claim_many(db: Session, notification_ids: Sequence[str]) -> list[Claimed]:
     """Atomically move the queued/retrying ones to ``sending``, each with a new attempt row.
 
-    One conditional UPDATE: of two workers given the same id, exactly one gets it.
+    One conditional UPDATE: of two workers given the same id, exactly one gets
+    it. Core statements on the hot path: the ORM's per-statement work cost more
+    than the database did.
     """
     if not notification_ids:
         return []
-    claimed_ids = db.scalars(
-        update(Notification)
-        .where(Notification.id.in_(list(notification_ids)), Notification.status.in_(CLAIMABLE))
-        .values(
-            status=NotificationStatus.SENDING,
-            attempts=Notification.attempts + 1,
-            updated_at=utcnow(),
+    n = NOTIFICATIONS.c
+    claimed = [
+        Claimed(*row)
+        for row in db.execute(
+            update(NOTIFICATIONS)
+            .where(n.id.in_(list(notification_ids)), n.status.in_(CLAIMABLE))
+            .values(status=NotificationStatus.SENDING, attempts=n.attempts + 1, updated_at=utcnow())
+            .returning(n.id, n.event_id, n.channel, n.recipient, n.template, n.attempts)
         )
-        .returning(Notification.id)
-    ).all()
-    if not claimed_ids:
+    ]
+    if not claimed:
         return []
-    claimed = db.scalars(
-        select(Notification)
-        .where(Notification.id.in_(claimed_ids))
-        .execution_options(populate_existing=True)
-    ).all()
+    a = ATTEMPTS.c
     # Attempt numbers keep counting across manual retries, which reset the budget.
     last = dict(
         db.execute(
-            select(Attempt.notification_id, func.max(Attempt.number))
-            .where(Attempt.notification_id.in_(claimed_ids))
-            .group_by(Attempt.notification_id)
+            select(a.notification_id, func.max(a.number))
+            .where(a.notification_id.in_([c.id for c in claimed]))
+            .group_by(a.notification_id)
         ).all()
     )
-    db.add_all(
-        Attempt(notification_id=n.id, number=last.get(n.id, 0) + 1, outcome="sending")
-        for n in claimed
+    now = utcnow()
+    db.execute(
+        insert(ATTEMPTS),
+        [
+            {
+                "notification_id": c.id,
+                "number": last.get(c.id, 0) + 1,
+                "outcome": "sending",
+                "started_at": now,
+            }
+            for c in claimed
+        ],
     )
-    return list(claimed)
+    return claimed
 
 
-def events_by_id(db: Session, event_ids: Iterable[str]) -> dict[str, Event]:
-    return {e.id: e for e in db.scalars(select(Event).where(Event.id.in_(list(event_ids))))}
+EventRow = Row[Any]  # id, type, data
+
+
+def events_by_id(db: Session, event_ids: Iterable[str]) -> dict[str, EventRow]:
+    """``id``, ``type`` and ``data`` of each event."""
+    e = EVENTS.c
+    rows = db.execute(select(e.id, e.type, e.data).where(e.id.in_(list(event_ids))))
+    return {row.id: row for row in rows}
 
 
 def finish_sent(db: Session, receipts: Sequence[tuple[str, str, int | None]]) -> int:
     """Record ``(id, provider_message_id, segments)`` as sent, for those still ``sending``.
 
-    Returns how many were recorded (fewer when the sweeper gave one away meanwhile).
+    One UPDATE for the whole batch. Returns how many were recorded (fewer when
+    the sweeper gave one away meanwhile).
     """
+    n = NOTIFICATIONS.c
     now = utcnow()
-    recorded = [
-        nid
-        for nid, provider_message_id, segments in receipts
-        if db.scalar(
-            update(Notification)
-            .where(Notification.id == nid, Notification.status == NotificationStatus.SENDING)
-            .values(
-                status=NotificationStatus.SENT,
-                updated_at=now,
-                sent_at=now,
-                last_error=None,
-                provider_message_id=provider_message_id,
-                segments=segments,
-            )
-            .returning(Notification.id)
+    provider_ids = case({nid: pmid for nid, pmid, _ in receipts}, value=n.id)
+    segments = {nid: count for nid, _, count in receipts if count is not None}
+    recorded = db.scalars(
+        update(NOTIFICATIONS)
+        .where(n.id.in_([nid for nid, _, _ in receipts]), n.status == NotificationStatus.SENDING)
+        .values(
+            status=NotificationStatus.SENT,
+            updated_at=now,
+            sent_at=now,
+            last_error=None,
+            provider_message_id=provider_ids,
+            segments=case(segments, value=n.id, else_=None) if segments else None,
         )
-    ]
+        .returning(n.id)
+    ).all()
     if recorded:
+        a = ATTEMPTS.c
         db.execute(
-            update(Attempt)
-            .where(Attempt.notification_id.in_(recorded), Attempt.outcome == "sending")
+            update(ATTEMPTS)
+            .where(a.notification_id.in_(recorded), a.outcome == "sending")
             .values(outcome="sent", finished_at=now)
         )
     return len(recorded)
