@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import os
 import re
+import threading
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cache
 from typing import Any
 
@@ -104,24 +105,98 @@ def publish(
     raised, so a client can safely retry the whole publish. Publishers inside
     the hub, which cannot retry, pass ``keep_if_broker_down``: the event stays
     and the sweeper enqueues it once the broker is back.
+
+    Concurrent publishes in one process (the API's request threads) share one
+    transaction and one broker message: see :class:`_Coalescer`.
+    """
+    catalog().validate(event_type, data)
+    event = Event(id=new_event_id(), type=event_type, data=data, idempotency_key=idempotency_key)
+    if keep_if_broker_down:
+        return _store_and_enqueue([event], keep_if_broker_down=True)[0]
+    return _coalescer.submit(event)
+
+
+def _store_and_enqueue(events: list[Event], keep_if_broker_down: bool = False) -> list[Accepted]:
+    """Store events in one transaction and route them with few broker messages.
+
+    If the broker refuses, the new events are removed again (unless a worker
+    already began routing them, or ``keep_if_broker_down``: the sweeper then
+    enqueues them later) and :class:`BrokerUnavailable` raised.
     """
     # Imported on use: building the Celery app needs a broker URL; validating does not.
-    from hub.worker import enqueue_route
+    from hub.worker import enqueue_routes
 
-    catalog().validate(event_type, data)
     url = get_settings().resolved_database_url
-    event = Event(id=new_event_id(), type=event_type, data=data, idempotency_key=idempotency_key)
     with session(url) as db:
-        stored, created = repository.add_event(db, event)
-    if not created:
-        return Accepted(stored.id, duplicate=True)
+        stored = repository.add_events(db, events)
+    created = [event.id for event, new in stored if new]
     try:
-        enqueue_route(stored.id)
+        enqueue_routes(created)
     except BrokerUnavailable:
-        if keep_if_broker_down or not _forget(url, [stored.id]):
-            return Accepted(stored.id)
-        raise
-    return Accepted(stored.id)
+        if not keep_if_broker_down and _forget(url, created):
+            raise
+    return [Accepted(event.id, duplicate=not new) for event, new in stored]
+
+
+@dataclass(eq=False)
+class _Slot:
+    event: Event
+    done: threading.Event = field(default_factory=threading.Event)
+    answer: Accepted | None = None
+    error: BaseException | None = None
+
+
+class _Coalescer:
+    """Joins publishes that arrive together into one transaction and one broker message.
+
+    The first caller waits ``linger_s`` for others to join, then stores and
+    enqueues the lot and wakes each with its own answer. Every caller still
+    returns only once its event is stored and enqueued; the cost is ``linger_s``
+    of latency, the gain a commit and a routing task shared by the group.
+    """
+
+    def __init__(self, linger_s: float = 0.002, max_events: int = 200) -> None:
+        self._linger_s = linger_s
+        self._max_events = max_events
+        self._lock = threading.Lock()
+        self._pending: list[_Slot] = []
+        self._full = threading.Event()
+        self._leading = False
+
+    def submit(self, event: Event) -> Accepted:
+        slot = _Slot(event)
+        with self._lock:
+            self._pending.append(slot)
+            lead, self._leading = not self._leading, True
+            if len(self._pending) >= self._max_events:
+                self._full.set()
+        if lead:
+            self._lead()
+        slot.done.wait()
+        if slot.error is not None:
+            raise slot.error
+        assert slot.answer is not None
+        return slot.answer
+
+    def _lead(self) -> None:
+        self._full.wait(self._linger_s)
+        with self._lock:
+            batch, self._pending, self._leading = self._pending, [], False
+            self._full.clear()
+        try:
+            answers = _store_and_enqueue([slot.event for slot in batch])
+        except BaseException as exc:
+            for slot in batch:
+                slot.error = exc
+        else:
+            for slot, answer in zip(batch, answers, strict=True):
+                slot.answer = answer
+        finally:
+            for slot in batch:
+                slot.done.set()
+
+
+_coalescer = _Coalescer()
 
 
 def _forget(url: str, event_ids: list[str]) -> bool:
@@ -155,8 +230,6 @@ def publish_many(incoming: Sequence[Incoming]) -> list[Accepted | EventError]:
     broker cannot take the batch nothing of it is kept and
     :class:`BrokerUnavailable` is raised.
     """
-    from hub.worker import enqueue_routes
-
     answers: list[Accepted | EventError] = []
     valid: list[Event] = []
     for item in incoming:
@@ -165,28 +238,14 @@ def publish_many(incoming: Sequence[Incoming]) -> list[Accepted | EventError]:
         except EventError as exc:
             answers.append(exc)
             continue
-        event = Event(
-            id=new_event_id(), type=item.type, data=item.data, idempotency_key=item.idempotency_key
+        valid.append(
+            Event(
+                id=new_event_id(),
+                type=item.type,
+                data=item.data,
+                idempotency_key=item.idempotency_key,
+            )
         )
-        valid.append(event)
-        answers.append(Accepted(event.id))
-    url = get_settings().resolved_database_url
-    with session(url) as db:
-        stored = repository.add_events(db, valid) if valid else []
-    outcome = iter(stored)
-    answers = [
-        answer if isinstance(answer, EventError) else _accepted(*next(outcome))
-        for answer in answers
-    ]
-    created = [event.id for event, new in stored if new]
-    try:
-        enqueue_routes(created)
-    except BrokerUnavailable:
-        if not _forget(url, created):
-            return answers
-        raise
-    return answers
-
-
-def _accepted(event: Event, created: bool) -> Accepted:
-    return Accepted(event.id, duplicate=not created)
+        answers.append(Accepted(""))  # placeholder, filled in below
+    stored = iter(_store_and_enqueue(valid) if valid else [])
+    return [answer if isinstance(answer, EventError) else next(stored) for answer in answers]
