@@ -129,6 +129,17 @@ class Stack:
         return wait_until(done, timeout_s, f"event {event_id} to settle")  # type: ignore[no-any-return]
 
 
+def run_hub(stack: Stack, *args: str) -> subprocess.CompletedProcess[str]:
+    """A ``hub`` command against the stack, as a user would type it."""
+    return subprocess.run(
+        [sys.executable, "-m", "hub", *args],
+        env={**os.environ, **stack.env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
 def hub_env(home: Path, broker_url: str, smtp_port: int, database_url: str) -> dict[str, str]:
     """The environment every hub process of a test stack shares."""
     settings = home / "settings.toml"

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import uuid
 
 import httpx
@@ -13,19 +10,9 @@ import pytest
 from celery import Celery
 
 from hub.client import HubClient
-from tests.conftest import Stack, wait_until
+from tests.conftest import Stack, run_hub, wait_until
 from tests.smtp_sink import SmtpSink
 from tests.test_publish_to_email import address, user
-
-
-def run_hub(stack: Stack, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "hub", *args],
-        env={**os.environ, **stack.env},
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
 
 
 def test_another_celery_app_publishes_with_send_task_knowing_only_the_broker(

@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-
 import pytest
 
 from hub.channels import CHANNELS
 from hub.errors import TemplateError
 from hub.settings import bundled_path
 from hub.templates import Templates
-from tests.conftest import Stack
+from tests.conftest import Stack, run_hub
 
 ADA = {"user_id": "1", "email": "ada@example.com", "name": "Ada"}
 
@@ -82,16 +78,6 @@ def test_the_api_answers_422_for_a_template_error(stack: Stack) -> None:
     assert response.status_code == 422
     [error] = response.json()["detail"]
     assert error["loc"] == ["path", "name"] and "no attribute" in error["msg"]
-
-
-def run_hub(stack: Stack, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "hub", *args],
-        env={**os.environ, **stack.env},
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
 
 
 def test_the_cli_previews_an_sms_with_its_segment_count(stack: Stack) -> None:
