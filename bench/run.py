@@ -54,6 +54,7 @@ from bench.report import (
     Report,
     Throughput,
     check_exactly_once,
+    git_state,
     print_table,
     write_json,
 )
@@ -126,6 +127,34 @@ def wait_http(url: str, timeout_s: float = 30) -> None:
         except httpx.HTTPError:
             time.sleep(0.1)
     raise TimeoutError(f"{url} did not answer within {timeout_s}s")
+
+
+class CpuMeter:
+    """CPU time the rest of the machine used: all busy time minus this process tree's.
+
+    This process's own time includes every child it has waited for (and theirs),
+    so measured after every phase stopped its processes, the difference is load
+    from outside the bench, which disturbs the numbers.
+    """
+
+    def __init__(self) -> None:
+        self.started = time.monotonic()
+        self.busy, self.ours = self._busy(), self._ours()
+
+    @staticmethod
+    def _busy() -> float:
+        t = psutil.cpu_times()
+        return t.user + t.nice + t.system + t.irq + t.softirq + t.steal
+
+    @staticmethod
+    def _ours() -> float:
+        t = psutil.Process().cpu_times()
+        return t.user + t.system + t.children_user + t.children_system
+
+    def foreign(self) -> tuple[float, float]:
+        """(CPU seconds used by other processes, wall seconds) since construction."""
+        busy, ours = self._busy() - self.busy, self._ours() - self.ours
+        return max(busy - ours, 0.0), time.monotonic() - self.started
 
 
 class RssSampler:
@@ -331,7 +360,9 @@ def phase_bare(cfg: Config, home: Path) -> load.MaxRate:
         )
 
 
-def hub_env(cfg: Config, home: Path, broker_url: str, database_url: str, smtp_port: int) -> dict:
+def hub_env(
+    cfg: Config, home: Path, broker_url: str, database_url: str, smtp_port: int
+) -> dict[str, str]:
     return {
         **{k: v for k, v in os.environ.items() if not k.startswith("HUB_")},
         "HUB_SETTINGS": str(bundled_path("settings.toml")),
@@ -415,7 +446,8 @@ def _hub_latency(
         p95_ms=pct(95),
         p99_ms=pct(99),
         max_ms=latencies[-1] if latencies else None,
-        publisher_max_lag_ms=run.max_lag_ms,
+        scheduler_lag_p99_ms=run.scheduler_lag_p99_ms,
+        connection_wait_p99_ms=run.connection_wait_p99_ms,
         check=check_exactly_once(arrivals, set(run.sent_at)),
     )
 
@@ -527,16 +559,18 @@ def main(argv: list[str] | None = None) -> int:
     if shutil.which("wrk") is None:
         print(
             "wrk is not installed (Debian: apt-get install wrk); falling back to the Python "
-            "asyncio+httpx load generator, which saturates sooner than wrk.",
+            f"load generator, {load.PYTHON_GENERATOR}, which saturates sooner than wrk.",
             file=sys.stderr,
         )
-    generator = load.wrk_version() or "python (asyncio + httpx)"
-    generator = "wrk" if generator.startswith("wrk") else generator
+    generator = "wrk" if load.wrk_version() else load.PYTHON_GENERATOR
     report = Report(config=cfg, generator=generator)
     home = Path(tempfile.mkdtemp(prefix="hub-bench-"))
+    cpu = CpuMeter()
     try:
         run_phases(cfg, report, home)
     finally:
+        report.foreign_cpu_s, report.wall_s = cpu.foreign()
+        report.git_at_end = git_state()
         report.failures = failures(report)
         table = print_table(report)
         path = write_json(report, table)
