@@ -1,8 +1,10 @@
 """What one worker process keeps for its lifetime.
 
 Settings, compiled templates, the channels with their pooled clients, and one
-asyncio event loop (in a daemon thread) that the channels' async clients live
-on. Built lazily in each process after fork, closed at worker shutdown.
+asyncio event loop that the channels' async clients live on. The task's own
+thread drives the loop for each batch (a prefork worker runs one task at a
+time), so no hand-off to another thread sits on the hot path. Built lazily in
+each process after fork, closed at worker shutdown.
 """
 
 from __future__ import annotations
@@ -44,8 +46,8 @@ class Runtime:
         self.channels = build_channels(settings)
         self.limiter = _limiter(settings, self.channels)
         self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, name="hub-io", daemon=True)
-        self._thread.start()
+        # Threads of a `--pool threads` worker take turns on the loop.
+        self._turn = threading.Lock()
         try:
             for channel in self.channels.values():
                 self.run(channel.start(), timeout_s=30)
@@ -74,18 +76,13 @@ class Runtime:
 
     def run(self, coroutine: Coroutine[Any, Any, T], timeout_s: float) -> T:
         """Run ``coroutine`` on the process's loop; cancel it after ``timeout_s``."""
-        future = asyncio.run_coroutine_threadsafe(coroutine, self._loop)
-        try:
-            return future.result(timeout_s)
-        except TimeoutError:
-            future.cancel()
-            raise
+        with self._turn:
+            return self._loop.run_until_complete(asyncio.wait_for(coroutine, timeout_s))
 
     def close(self) -> None:
         for channel in self.channels.values():
             self.run(channel.close(), timeout_s=10)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(timeout=5)
+        self._loop.close()
 
 
 def _limiter(settings: Settings, channels: dict[str, Channel]) -> RateLimiter | None:
