@@ -57,6 +57,8 @@ class Config:
     quick: bool
     phases: tuple[str, ...] = ("A", "B", "C", "bare", "H")
     keep: bool = False
+    # A PostgreSQL server URL: H runs on a fresh database there instead of SQLite.
+    database_server: str = ""
 
     @property
     def processes(self) -> int:

@@ -375,13 +375,30 @@ def hub_env(
     }
 
 
+def fresh_database(server_url: str) -> str:
+    """Create an empty database on a PostgreSQL server for this run; its URL."""
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    name = f"hub_bench_{int(time.time())}"
+    admin = create_engine(server_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(text(f'CREATE DATABASE "{name}"'))
+    admin.dispose()
+    return make_url(server_url).set(database=name).render_as_string(hide_password=False)
+
+
 def phase_h(cfg: Config, broker_url: str, sink: SinkProcess, home: Path) -> HubResult:
     """The hub end to end: paced latency run, then a max-rate run; RSS throughout."""
     from hub.keys import create_key
     from hub.store.db import migrate
 
     home.mkdir()
-    database_url = f"sqlite:///{home / 'hub.db'}"
+    database_url = (
+        fresh_database(cfg.database_server)
+        if cfg.database_server
+        else f"sqlite:///{home / 'hub.db'}"
+    )
     migrate(database_url)
     key = create_key(database_url, "bench")
     env = hub_env(cfg, home, broker_url, database_url, sink.port)
@@ -537,6 +554,12 @@ def parse_args(argv: list[str] | None = None) -> Config:
     parser.add_argument("--wrk-connections", type=int, default=16)
     parser.add_argument("--phases", default="A,B,C,bare,H", help="comma-separated subset")
     parser.add_argument("--keep", action="store_true", help="keep the processes' logs")
+    parser.add_argument(
+        "--database-server",
+        default="",
+        help="PostgreSQL URL (e.g. postgresql+psycopg://postgres@127.0.0.1/postgres): "
+        "run H on a fresh database there instead of the embedded SQLite",
+    )
     args = parser.parse_args(argv)
     n = args.n or (200 if args.quick else 2000)
     return Config(
@@ -551,6 +574,7 @@ def parse_args(argv: list[str] | None = None) -> Config:
         quick=args.quick,
         phases=tuple(p.strip() for p in args.phases.split(",")),
         keep=args.keep,
+        database_server=args.database_server,
     )
 
 

@@ -113,7 +113,7 @@ def publish(
     event = Event(id=new_event_id(), type=event_type, data=data, idempotency_key=idempotency_key)
     if keep_if_broker_down:
         return _store_and_enqueue([event], keep_if_broker_down=True)[0]
-    return _coalescer.submit(event)
+    return _coalescer().submit(event)
 
 
 def _store_and_enqueue(events: list[Event], keep_if_broker_down: bool = False) -> list[Accepted]:
@@ -155,7 +155,7 @@ class _Coalescer:
     of latency, the gain a commit and a routing task shared by the group.
     """
 
-    def __init__(self, linger_s: float = 0.002, max_events: int = 200) -> None:
+    def __init__(self, linger_s: float, max_events: int = 200) -> None:
         self._linger_s = linger_s
         self._max_events = max_events
         self._lock = threading.Lock()
@@ -196,7 +196,9 @@ class _Coalescer:
                 slot.done.set()
 
 
-_coalescer = _Coalescer()
+@cache
+def _coalescer() -> _Coalescer:
+    return _Coalescer(get_settings().api.publish_linger_ms / 1000)
 
 
 def _forget(url: str, event_ids: list[str]) -> bool:
