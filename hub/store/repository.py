@@ -90,11 +90,23 @@ def add_events(db: Session, events: Sequence[Event]) -> list[tuple[Event, bool]]
         results.append((event, True))
     try:
         with db.begin_nested():
-            db.add_all(new)
+            if new:
+                db.execute(insert(EVENTS), [_event_row(event) for event in new])
     except IntegrityError:
         # A concurrent publish took one of the keys: settle them one by one.
         return [add_event(db, event) if created else (event, False) for event, created in results]
     return results
+
+
+def _event_row(event: Event) -> dict[str, Any]:
+    return {
+        "id": event.id,
+        "type": event.type,
+        "idempotency_key": event.idempotency_key,
+        "data": event.data,
+        "status": EventStatus.ACCEPTED,
+        "created_at": utcnow(),
+    }
 
 
 def _event_by_key(db: Session, key: str) -> Event | None:
