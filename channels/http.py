@@ -18,10 +18,13 @@ import re
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
+from pathlib import Path
+from typing import ClassVar
 
 import httpx
 
 from hub import __version__
+from hub.channels.base import Channel, Outbox
 from hub.errors import ConfigError, PermanentError, TransientError
 
 USER_AGENT = f"hub/{__version__}"
@@ -110,3 +113,35 @@ async def post(
     if error := classify_response(channel, response):
         raise error
     return response
+
+
+class HttpChannel(Channel):
+    """A channel that POSTs to one configured URL over a client shared for the process.
+
+    An empty URL means outbox mode: nothing is opened and subclasses write
+    what they would have sent to ``self.outbox``.
+    """
+
+    url_key: ClassVar[str]  # the settings key of the URL, for start-up errors
+
+    def __init__(self, url: str, timeout_s: float, outbox_dir: Path) -> None:
+        self.url = url
+        self.timeout_s = timeout_s
+        self.outbox = Outbox(outbox_dir)
+        self.client: httpx.AsyncClient | None = None
+
+    async def start(self) -> None:
+        if self.url:
+            check_url(self.url, self.url_key)
+            self.client = new_client(self.timeout_s)
+
+    async def close(self) -> None:
+        if self.client is not None:
+            await self.client.aclose()
+            self.client = None
+
+    async def post_body(self, content: bytes, headers: Mapping[str, str]) -> httpx.Response:
+        """One POST of ``content`` to the URL, failures classified."""
+        if self.client is None:
+            raise RuntimeError(f"{type(self).__name__}.send() before start()")
+        return await post(self.client, self.name, self.url, content, headers)

@@ -14,10 +14,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, ClassVar
 
-import httpx
-
 from hub.channels import http
-from hub.channels.base import Channel, Message, Outbox, Receipt
+from hub.channels.base import Message, Receipt
 from hub.settings import SlackSettings
 
 CHANNEL = "slack"
@@ -87,36 +85,21 @@ def build_payload(message: Message) -> dict[str, Any]:
     }
 
 
-class SlackChannel(Channel):
+class SlackChannel(http.HttpChannel):
     """Alerts to one Slack channel through its incoming webhook."""
 
     name: ClassVar[str] = CHANNEL
     parts: ClassVar[tuple[str, ...]] = ("body.txt",)
+    url_key: ClassVar[str] = "channels.slack.webhook_url"
 
     def __init__(self, settings: SlackSettings, outbox_dir: Path) -> None:
-        self.settings = settings
-        self.outbox = Outbox(outbox_dir)
-        self.webhook_url = settings.webhook_url.get_secret_value()
-        self.client: httpx.AsyncClient | None = None
-
-    async def start(self) -> None:
-        if self.webhook_url:
-            http.check_url(self.webhook_url, "channels.slack.webhook_url")
-            self.client = http.new_client(self.settings.timeout_s)
-
-    async def close(self) -> None:
-        if self.client is not None:
-            await self.client.aclose()
-            self.client = None
+        super().__init__(settings.webhook_url.get_secret_value(), settings.timeout_s, outbox_dir)
 
     async def send(self, message: Message) -> Receipt:
         receipt_id = f"slack-{message.notification_id}"
         body = json.dumps(build_payload(message), ensure_ascii=False).encode()
-        if not self.webhook_url:
+        if not self.url:
             path = await self.outbox.write(message, body, "json")
             return Receipt(receipt_id, {"outbox": str(path)})
-        if self.client is None:
-            raise RuntimeError("SlackChannel.send() before start()")
-        headers = {"Content-Type": "application/json; charset=utf-8"}
-        await http.post(self.client, CHANNEL, self.webhook_url, body, headers)
+        await self.post_body(body, {"Content-Type": "application/json; charset=utf-8"})
         return Receipt(receipt_id)

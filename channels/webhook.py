@@ -22,7 +22,7 @@ from typing import ClassVar
 import httpx
 
 from hub.channels import http
-from hub.channels.base import Channel, Message, Outbox, Receipt
+from hub.channels.base import Message, Receipt
 from hub.settings import WebhookSettings
 from hub.webhooks import DELIVERY_HEADER, SIGNATURE_HEADER, sign
 
@@ -65,37 +65,24 @@ def _receiver_id(response: httpx.Response) -> str | None:
     return None
 
 
-class WebhookChannel(Channel):
+class WebhookChannel(http.HttpChannel):
     """Events as signed JSON POSTs to one URL."""
 
     name: ClassVar[str] = CHANNEL
     parts: ClassVar[tuple[str, ...]] = ("body.txt",)
+    url_key: ClassVar[str] = "channels.webhook.url"
 
     def __init__(self, settings: WebhookSettings, outbox_dir: Path) -> None:
-        self.settings = settings
-        self.outbox = Outbox(outbox_dir)
+        super().__init__(settings.url, settings.timeout_s, outbox_dir)
         self.secret = settings.secret.get_secret_value()
-        self.client: httpx.AsyncClient | None = None
-
-    async def start(self) -> None:
-        if self.settings.url:
-            http.check_url(self.settings.url, "channels.webhook.url")
-            self.client = http.new_client(self.settings.timeout_s)
-
-    async def close(self) -> None:
-        if self.client is not None:
-            await self.client.aclose()
-            self.client = None
 
     async def send(self, message: Message) -> Receipt:
         body = webhook_body(message)
         headers = webhook_headers(message, body, self.secret)
         delivery = message.notification_id
-        if not self.settings.url:
+        if not self.url:
             head = "".join(f"{name}: {value}\r\n" for name, value in headers.items())
             path = await self.outbox.write(message, f"{head}\r\n".encode() + body, "http")
             return Receipt(delivery, {"outbox": str(path)})
-        if self.client is None:
-            raise RuntimeError("WebhookChannel.send() before start()")
-        response = await http.post(self.client, CHANNEL, self.settings.url, body, headers)
+        response = await self.post_body(body, headers)
         return Receipt(_receiver_id(response) or delivery, {"delivery": delivery})
