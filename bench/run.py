@@ -419,9 +419,43 @@ def phase_h(cfg: Config, broker_url: str, sink: SinkProcess, home: Path) -> HubR
         _hub_warm_up(cfg, base, key, sink, stalled)
         result.latency = _hub_latency(cfg, base, key, sink, stalled)
         result.max_rate, result.delivered = _hub_max_rate(cfg, base, key, sink, stalled)
+        result.batch_rate = _hub_batch_rate(cfg, base, key)
     result.worker_peak_rss_mb = {k: v for k, v in rss.peaks.items() if k.startswith("worker")}
     result.api_peak_rss_mb = max(v for k, v in rss.peaks.items() if k.startswith("api"))
     return result
+
+
+def _hub_batch_rate(cfg: Config, base: str, key: str) -> float:
+    """Events/s accepted through POST /v1/events:batch, 1,000 events per request."""
+    total = max(1000, min(cfg.n * 5, 10_000))
+    bodies = [
+        httpx.Request(
+            "POST",
+            base,
+            json={
+                "events": [
+                    {
+                        "type": "user.registered",
+                        "data": {
+                            "user_id": str(i),
+                            "email": f"batch-{i}@bench.example",
+                            "name": "B",
+                        },
+                    }
+                    for i in range(start, start + 1000)
+                ]
+            },
+        ).read()
+        for start in range(0, total, 1000)
+    ]
+    headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
+    accepted = 0
+    with httpx.Client(base_url=base, headers=headers, timeout=120) as http:
+        began = time.perf_counter()
+        for body in bodies:
+            accepted += int(http.post("/v1/events:batch", content=body).json()["accepted"])
+        elapsed = time.perf_counter() - began
+    return accepted / elapsed
 
 
 def _hub_warm_up(
