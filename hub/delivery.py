@@ -67,9 +67,9 @@ def deliver(runtime: Runtime, channel: str, notification_ids: Sequence[str]) -> 
     The batch costs two transactions (claim, record) however large it is.
     """
     url = runtime.settings.resolved_database_url
-    ready, outcomes = _take_tokens(runtime, channel, notification_ids)
+    outcomes: list[Outcome] = []
     with session(url) as db:
-        claimed = repository.claim_many(db, ready)
+        claimed = repository.claim_many(db, notification_ids)
         events = repository.events_by_id(db, {n.event_id for n in claimed})
         opted_out = repository.opted_out(db, channel, {n.recipient for n in claimed})
     batch: list[tuple[Claimed, EventRow, Message]] = []
@@ -89,6 +89,10 @@ def deliver(runtime: Runtime, channel: str, notification_ids: Sequence[str]) -> 
                 batch.append((notification, event, _message(runtime, notification, event)))
             except TemplateError as exc:
                 outcomes.append(_on_failure(runtime, notification, event, exc))
+    # Tokens are taken after the claim, right before the sends: a slow claim
+    # must not bunch sends together at the provider.
+    batch, waiting = _take_tokens(runtime, channel, batch)
+    outcomes += waiting
     results = _send_all(runtime, channel, [message for _, _, message in batch])
     receipts = []
     for (notification, event, _), result in zip(batch, results, strict=True):
@@ -104,23 +108,22 @@ def deliver(runtime: Runtime, channel: str, notification_ids: Sequence[str]) -> 
 
 
 def _take_tokens(
-    runtime: Runtime, channel: str, notification_ids: Sequence[str]
-) -> tuple[list[str], list[Outcome]]:
+    runtime: Runtime, channel: str, batch: list[tuple[Claimed, EventRow, Message]]
+) -> tuple[list[tuple[Claimed, EventRow, Message]], list[Outcome]]:
     """Split the batch into those the rate limit lets go now and those that must wait.
 
-    Waiting is not an attempt: nothing is claimed or counted. The waiting ones
-    are spread one interval apart (with a little jitter so workers do not wake
-    together) and touched, so the sweeper sees they are waiting, not lost.
+    Waiting is not an attempt: the waiting ones are released (claim and
+    attempt undone) and come back spread one interval apart, with a little
+    jitter so workers do not wake together.
     """
-    ready: list[str] = []
-    for index, notification_id in enumerate(notification_ids):
+    for index in range(len(batch)):
         wait_s = runtime.throttle(channel)
         if wait_s > 0:
-            interval_s = runtime.rate_interval_s(channel)
-            later = notification_ids[index:]
+            later = [notification.id for notification, _, _ in batch[index:]]
             with session(runtime.settings.resolved_database_url) as db:
-                repository.touch(db, later)
-            return ready, [
+                repository.release(db, later)
+            interval_s = runtime.rate_interval_s(channel)
+            return batch[:index], [
                 Outcome(
                     nid,
                     NotificationStatus.QUEUED,
@@ -128,8 +131,7 @@ def _take_tokens(
                 )
                 for n, nid in enumerate(later)
             ]
-        ready.append(notification_id)
-    return ready, []
+    return batch, []
 
 
 def _message(runtime: Runtime, notification: Claimed, event: EventRow) -> Message:

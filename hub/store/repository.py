@@ -121,15 +121,6 @@ def get_notification(db: Session, notification_id: str) -> Notification | None:
     return db.get(Notification, notification_id)
 
 
-def touch(db: Session, notification_ids: Sequence[str]) -> None:
-    """Mark notifications as looked after now (they are waiting on purpose)."""
-    db.execute(
-        update(Notification)
-        .where(Notification.id.in_(list(notification_ids)))
-        .values(updated_at=utcnow())
-    )
-
-
 def notifications_of(db: Session, event_id: str) -> Sequence[Notification]:
     query = select(Notification).where(Notification.event_id == event_id)
     return db.scalars(query.order_by(Notification.created_at, Notification.id)).all()
@@ -251,6 +242,27 @@ def claim_many(db: Session, notification_ids: Sequence[str]) -> list[Claimed]:
 
 
 EventRow = Row[Any]  # id, type, data
+
+
+def release(db: Session, notification_ids: Sequence[str]) -> None:
+    """Undo a claim that sent nothing (a rate-limit wait): no attempt is counted."""
+    n, a = NOTIFICATIONS.c, ATTEMPTS.c
+    db.execute(
+        update(NOTIFICATIONS)
+        .where(n.id.in_(list(notification_ids)), n.status == NotificationStatus.SENDING)
+        .values(
+            status=case(
+                (n.attempts > 1, NotificationStatus.RETRYING), else_=NotificationStatus.QUEUED
+            ),
+            attempts=n.attempts - 1,
+            updated_at=utcnow(),
+        )
+    )
+    db.execute(
+        delete(ATTEMPTS).where(
+            a.notification_id.in_(list(notification_ids)), a.outcome == "sending"
+        )
+    )
 
 
 def events_by_id(db: Session, event_ids: Iterable[str]) -> dict[str, EventRow]:
