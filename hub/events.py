@@ -244,13 +244,13 @@ def publish_many(incoming: Sequence[Incoming]) -> list[Accepted | EventError]:
     broker cannot take the batch nothing of it is kept and
     :class:`BrokerUnavailable` is raised.
     """
-    answers: list[Accepted | EventError] = []
+    rejected: dict[int, EventError] = {}
     valid: list[Event] = []
-    for item in incoming:
+    for index, item in enumerate(incoming):
         try:
             catalog().validate(item.type, item.data)
         except EventError as exc:
-            answers.append(exc)
+            rejected[index] = exc
             continue
         valid.append(
             Event(
@@ -260,6 +260,5 @@ def publish_many(incoming: Sequence[Incoming]) -> list[Accepted | EventError]:
                 idempotency_key=item.idempotency_key,
             )
         )
-        answers.append(Accepted(""))  # placeholder, filled in below
     stored = iter(_store_and_enqueue(valid) if valid else [])
-    return [answer if isinstance(answer, EventError) else next(stored) for answer in answers]
+    return [rejected[i] if i in rejected else next(stored) for i in range(len(incoming))]

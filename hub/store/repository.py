@@ -117,10 +117,6 @@ def get_event(db: Session, event_id: str) -> Event | None:
     return db.get(Event, event_id)
 
 
-def get_notification(db: Session, notification_id: str) -> Notification | None:
-    return db.get(Notification, notification_id)
-
-
 def notifications_of(db: Session, event_id: str) -> Sequence[Notification]:
     query = select(Notification).where(Notification.event_id == event_id)
     return db.scalars(query.order_by(Notification.created_at, Notification.id)).all()
