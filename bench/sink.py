@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import multiprocessing
+import os
 import re
 import socket
 import time
@@ -76,6 +77,14 @@ def _serve(port: int, count: Synchronized[int], control: Connection) -> None:
         )
     )
 
+    def reply(answer: object) -> None:
+        # The loop made the pipe non-blocking; a dump is larger than its buffer.
+        os.set_blocking(control.fileno(), True)
+        try:
+            control.send(answer)
+        finally:
+            os.set_blocking(control.fileno(), False)
+
     def on_command() -> None:
         try:
             command = control.recv()
@@ -83,14 +92,14 @@ def _serve(port: int, count: Synchronized[int], control: Connection) -> None:
             loop.stop()
             return
         if command == "dump":
-            control.send((recorder.records, recorder.connections))
+            reply((recorder.records, recorder.connections))
         elif command == "reset":
             recorder.records = []
             recorder.connections = 0
             count.value = 0
-            control.send("ok")
+            reply("ok")
         elif command == "stop":
-            control.send("ok")
+            reply("ok")
             loop.stop()
 
     loop.add_reader(control.fileno(), on_command)

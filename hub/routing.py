@@ -83,22 +83,27 @@ def plan(
     return list(planned.values())
 
 
-def route_event(settings: Settings, templates: Templates, event_id: str) -> list[tuple[str, str]]:
-    """Store the notifications of a stored event; ``(id, channel)`` of those to enqueue.
+def route_events(
+    settings: Settings, templates: Templates, event_ids: Sequence[str]
+) -> list[tuple[str, str]]:
+    """Store the notifications of stored events; ``(id, channel)`` of those to deliver.
 
-    Safe to repeat: notification ids are deterministic, so a redelivered
-    routing task finds the rows it already made.
+    One transaction for the lot. Safe to repeat: notification ids are
+    deterministic, so a redelivered routing task finds the rows it already made.
     """
     with session(settings.resolved_database_url) as db:
-        event = repository.events_by_id(db, [event_id]).get(event_id)
-        if event is None:
-            return []
-        planned = plan(
-            event.id,
-            event.type,
-            event.data,
-            settings.subscriptions,
-            templates,
-            settings.channels.alert_targets,
-        )
-        return repository.add_notifications(db, event.id, planned)
+        stored = repository.events_by_id(db, event_ids)
+        routed = [stored[event_id] for event_id in event_ids if event_id in stored]
+        planned = [
+            notification
+            for event in routed
+            for notification in plan(
+                event.id,
+                event.type,
+                event.data,
+                settings.subscriptions,
+                templates,
+                settings.channels.alert_targets,
+            )
+        ]
+        return repository.add_notifications(db, [event.id for event in routed], planned)

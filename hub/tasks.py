@@ -16,11 +16,18 @@ from celery.signals import worker_process_init, worker_process_shutdown, worker_
 from hub import events
 from hub.delivery import deliver as deliver_notifications
 from hub.errors import EventError
-from hub.routing import route_event
-from hub.runtime import close_runtime, get_runtime
+from hub.routing import route_events
+from hub.runtime import Runtime, close_runtime, get_runtime
 from hub.store import repository
 from hub.store.db import session
-from hub.worker import app, enqueue_deliveries, enqueue_route
+from hub.worker import (
+    DELIVERY_BATCH,
+    app,
+    consumes,
+    enqueue_deliveries,
+    enqueue_route,
+    queue_for,
+)
 
 log = logging.getLogger(__name__)
 
@@ -39,27 +46,44 @@ def publish(type: str, data: dict[str, Any], id: str | None = None) -> dict[str,
 
 @app.task(name="hub.route")
 def route(event_id: str) -> int:
-    """Turn a stored event into notifications and enqueue each one's delivery."""
+    """Turn a stored event into notifications and deliver or enqueue them."""
     return route_many([event_id])
 
 
 @app.task(name="hub.route_many")
 def route_many(event_ids: list[str]) -> int:
-    """Route a batch of stored events (from POST /v1/events:batch)."""
+    """Route a batch of stored events; deliver a small result right here.
+
+    A small batch (the common case: a few events the API coalesced) is
+    delivered in this task when this worker serves the channel's queue: a
+    second Celery task per event would double the broker round trips and the
+    per-task cost, which is what bounds latency at a steady rate. Larger
+    batches are spread over the channel queues, so every worker shares them.
+    """
     runtime = get_runtime()
-    queued = [
-        notification
-        for event_id in event_ids
-        for notification in route_event(runtime.settings, runtime.templates, event_id)
-    ]
-    enqueue_deliveries(queued)
+    queued = route_events(runtime.settings, runtime.templates, event_ids)
+    if len(queued) > DELIVERY_BATCH:
+        enqueue_deliveries(queued)
+        return len(queued)
+    by_channel: dict[str, list[str]] = {}
+    for notification_id, channel in queued:
+        by_channel.setdefault(channel, []).append(notification_id)
+    for channel, ids in by_channel.items():
+        if consumes(queue_for(channel)):
+            _deliver(runtime, channel, ids)
+        else:
+            enqueue_deliveries([(notification_id, channel) for notification_id in ids])
     return len(queued)
 
 
 @app.task(name="hub.deliver")
 def deliver(channel: str, notification_ids: list[str]) -> dict[str, int]:
     """One attempt for each of a batch; retries and rate-limit waits come back after a countdown."""
-    outcomes = deliver_notifications(get_runtime(), channel, notification_ids)
+    return _deliver(get_runtime(), channel, notification_ids)
+
+
+def _deliver(runtime: Runtime, channel: str, notification_ids: list[str]) -> dict[str, int]:
+    outcomes = deliver_notifications(runtime, channel, notification_ids)
     for outcome in outcomes:
         if outcome.retry_in_s is not None:
             # A new message rather than self.retry(): attempts are counted in

@@ -54,10 +54,12 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         # hangs is cut (soft) or its process killed (hard); the sweeper then
         # retries what it left in "sending".
         "task_annotations": {
-            "hub.deliver": {
+            name: {
                 "soft_time_limit": settings.delivery.attempt_timeout_s * 4 + 10,
                 "time_limit": settings.delivery.attempt_timeout_s * 4 + 30,
             }
+            # Routing tasks deliver small batches themselves (hub.tasks.route_many).
+            for name in ("hub.deliver", "hub.route", "hub.route_many")
         },
         "worker_hijack_root_logger": False,
         "task_default_queue": queues.DEFAULT,
@@ -80,6 +82,11 @@ app.config_from_object(celery_config(get_settings()))
 def queue_for(channel: str) -> str:
     """The queue a channel's deliveries run on."""
     return queues.BY_CHANNEL[channel]
+
+
+def consumes(queue: str) -> bool:
+    """Whether this worker takes tasks from ``queue`` (``-Q``); outside a worker, every queue."""
+    return queue in app.amqp.queues.consume_from
 
 
 def enqueue(task: str, args: list[Any], queue: str, countdown: float | None = None) -> None:

@@ -12,7 +12,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -190,6 +190,7 @@ def running_stack(
     smtp: SmtpSink,
     extra_env: dict[str, str] | None = None,
     port: int | None = None,
+    worker_args: Sequence[str] = ("--concurrency", "2"),
 ) -> Iterator[Stack]:
     """API and worker subprocesses on ``broker_url``, delivering to the SMTP sink."""
     from hub import keys
@@ -201,7 +202,7 @@ def running_stack(
     migrate(database_url)
     api_key = keys.create_key(database_url, "tests")
     port = port or _free_port()
-    worker = start_hub_process(["worker", "--concurrency", "2"], env, home / "worker.log")
+    worker = start_hub_process(["worker", *worker_args], env, home / "worker.log")
     api = start_hub_process(["api", "--port", str(port)], env, home / "api.log")
     base_url = f"http://127.0.0.1:{port}"
     try:

@@ -89,9 +89,9 @@ def test_routing_twice_creates_each_notification_once(database_url: str) -> None
     plan = routed(event, "a@example.com", "b@example.com")
 
     with session(database_url) as db:
-        first = repository.add_notifications(db, event.id, plan)
+        first = repository.add_notifications(db, [event.id], plan)
     with session(database_url) as db:
-        second = repository.add_notifications(db, event.id, plan)
+        second = repository.add_notifications(db, [event.id], plan)
         stored = repository.notifications_of(db, event.id)
         status = repository.get_event(db, event.id).status  # type: ignore[union-attr]
 
@@ -106,7 +106,7 @@ def test_a_notification_can_be_claimed_once_until_it_is_released_for_retry(
     with session(database_url) as db:
         event, _ = repository.add_event(db, new_event())
         [(nid, _channel)] = repository.add_notifications(
-            db, event.id, routed(event, "a@example.com")
+            db, [event.id], routed(event, "a@example.com")
         )
 
     with session(database_url) as db:
@@ -139,7 +139,7 @@ def test_the_sweeper_finds_unrouted_events_and_stalled_notifications(database_ur
         unrouted, _ = repository.add_event(db, new_event())
         event, _ = repository.add_event(db, new_event())
         [(queued, _), (sending, _)] = repository.add_notifications(
-            db, event.id, routed(event, "a@example.com", "b@example.com")
+            db, [event.id], routed(event, "a@example.com", "b@example.com")
         )
     with session(database_url) as db:
         repository.claim(db, sending)
@@ -163,7 +163,7 @@ def test_a_late_worker_cannot_overwrite_a_notification_it_no_longer_owns(
 ) -> None:
     with session(database_url) as db:
         event, _ = repository.add_event(db, new_event())
-        [(nid, _)] = repository.add_notifications(db, event.id, routed(event, "a@example.com"))
+        [(nid, _)] = repository.add_notifications(db, [event.id], routed(event, "a@example.com"))
     with session(database_url) as db:
         repository.claim(db, nid)
     with session(database_url) as db:  # the sweeper decides the attempt was lost

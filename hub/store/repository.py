@@ -128,12 +128,17 @@ def attempts_of(db: Session, notification_ids: Iterable[str]) -> Sequence[Attemp
 
 
 def add_notifications(
-    db: Session, event_id: str, new: Sequence[NewNotification]
+    db: Session, event_ids: Sequence[str], new: Sequence[NewNotification]
 ) -> list[tuple[str, str]]:
-    """Insert the routed notifications (ignoring ones a previous routing made).
+    """Insert the notifications routed from ``event_ids`` (ignoring ones a previous routing made).
 
-    Marks the event routed and returns ``(id, channel)`` of those still queued.
+    Marks the events routed and returns ``(id, channel)`` of their notifications
+    still queued. Three statements however many events: routing a batch costs
+    what routing one does.
     """
+    if not event_ids:
+        return []
+    now = utcnow()
     if new:
         rows = [
             {
@@ -145,8 +150,8 @@ def add_notifications(
                 "template": n.template,
                 "status": NotificationStatus.QUEUED,
                 "attempts": 0,
-                "created_at": utcnow(),
-                "updated_at": utcnow(),
+                "created_at": now,
+                "updated_at": now,
             }
             for n in new
         ]
@@ -154,14 +159,13 @@ def add_notifications(
         db.execute(
             dialect.insert(NOTIFICATIONS).values(rows).on_conflict_do_nothing(index_elements=["id"])
         )
+    ids = list(event_ids)
     db.execute(
-        update(EVENTS)
-        .where(EVENTS.c.id == event_id)
-        .values(status=EventStatus.ROUTED, routed_at=utcnow())
+        update(EVENTS).where(EVENTS.c.id.in_(ids)).values(status=EventStatus.ROUTED, routed_at=now)
     )
     n = NOTIFICATIONS.c
     query = select(n.id, n.channel).where(
-        n.event_id == event_id, n.status == NotificationStatus.QUEUED
+        n.event_id.in_(ids), n.status == NotificationStatus.QUEUED
     )
     return [(row.id, row.channel) for row in db.execute(query)]
 
