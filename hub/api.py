@@ -9,6 +9,7 @@ from typing import Annotated, Any, Literal
 from urllib.parse import parse_qsl
 
 from fastapi import Depends, FastAPI, HTTPException, Query, Request, status
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -111,14 +112,15 @@ class _KeyCache:
 
     ttl_s = 60.0
 
-    def __init__(self) -> None:
+    def __init__(self, database_url: str) -> None:
+        self._database_url = database_url
         self._seen: dict[str, float] = {}
 
-    def check(self, database_url: str, key: str) -> bool:
+    async def check(self, key: str) -> bool:
         digest = keys.hash_key(key)
         if self._seen.get(digest, 0.0) > time.monotonic():
             return True
-        if not keys.is_valid(database_url, key):
+        if not await run_in_threadpool(keys.is_valid, self._database_url, key):
             return False
         self._seen[digest] = time.monotonic() + self.ttl_s
         return True
@@ -169,12 +171,12 @@ async def _broker_down(_: Request, exc: Exception) -> JSONResponse:
 
 
 def _authentication(database_url: str) -> Callable[..., None]:
-    key_cache = _KeyCache()
+    key_cache = _KeyCache(database_url)
 
-    def authenticated(
+    async def authenticated(
         credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
     ) -> None:
-        if credentials is None or not key_cache.check(database_url, credentials.credentials):
+        if credentials is None or not await key_cache.check(credentials.credentials):
             raise HTTPException(
                 status.HTTP_401_UNAUTHORIZED,
                 "missing or invalid API key: send Authorization: Bearer <key>",
@@ -190,9 +192,9 @@ def _add_event_routes(app: FastAPI, database_url: str, authenticated: Callable[.
         status_code=status.HTTP_202_ACCEPTED,
         dependencies=[Depends(authenticated)],
     )
-    def publish(event: EventIn) -> AcceptedOut:
+    async def publish(event: EventIn) -> AcceptedOut:
         """Validate, store and enqueue an event; the same ``id`` twice yields the first event."""
-        accepted = events.publish(event.type, event.data, event.id)
+        accepted = await events.publish_together(event.type, event.data, event.id)
         return AcceptedOut(id=accepted.id, duplicate=accepted.duplicate)
 
     @app.post(

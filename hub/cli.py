@@ -149,6 +149,7 @@ def api(
         port=port or settings.api.port,
         workers=workers,
         log_level="info",
+        access_log=settings.api.access_log,
     )
 
 

@@ -1,18 +1,19 @@
 """The one publish path: validate against the catalog, store, enqueue routing.
 
-The API, the CLI, the Python client and the ``hub.publish`` Celery task all
-call :func:`publish`.
+The CLI, the Python client (through the API) and the ``hub.publish`` Celery
+task call :func:`publish`; the API calls :func:`publish_together`, the same
+path with concurrent publishes grouped.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
-import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import suppress
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
@@ -117,15 +118,27 @@ def publish(
     raised, so a client can safely retry the whole publish. Publishers inside
     the hub, which cannot retry, pass ``keep_if_broker_down``: the event stays
     and the sweeper enqueues it once the broker is back.
-
-    Concurrent publishes in one process (the API's request threads) share one
-    transaction and one broker message: see :class:`_Coalescer`.
     """
+    event = _validated(event_type, data, idempotency_key)
+    return _store_and_enqueue([event], keep_if_broker_down=keep_if_broker_down)[0]
+
+
+async def publish_together(
+    event_type: str, data: Any, idempotency_key: str | None = None
+) -> Accepted:
+    """:func:`publish` for many concurrent callers on one event loop (the API).
+
+    Publishes that arrive within ``api.publish_linger_ms`` of each other share
+    one transaction and one broker message (see :class:`_Coalescer`); each
+    caller still returns only once its own event is stored and enqueued.
+    """
+    event = _validated(event_type, data, idempotency_key)
+    return await _coalescer().submit(event)
+
+
+def _validated(event_type: str, data: Any, idempotency_key: str | None) -> Event:
     catalog().validate(event_type, data)
-    event = Event(id=new_event_id(), type=event_type, data=data, idempotency_key=idempotency_key)
-    if keep_if_broker_down:
-        return _store_and_enqueue([event], keep_if_broker_down=True)[0]
-    return _coalescer().submit(event)
+    return Event(id=new_event_id(), type=event_type, data=data, idempotency_key=idempotency_key)
 
 
 def _store_and_enqueue(events: list[Event], keep_if_broker_down: bool = False) -> list[Accepted]:
@@ -150,62 +163,55 @@ def _store_and_enqueue(events: list[Event], keep_if_broker_down: bool = False) -
     return [Accepted(event.id, duplicate=not new) for event, new in stored]
 
 
-@dataclass(eq=False)
-class _Slot:
-    event: Event
-    done: threading.Event = field(default_factory=threading.Event)
-    answer: Accepted | None = None
-    error: BaseException | None = None
-
-
 class _Coalescer:
     """Joins publishes that arrive together into one transaction and one broker message.
 
-    The first caller waits ``linger_s`` for others to join, then stores and
-    enqueues the lot and wakes each with its own answer. Every caller still
-    returns only once its event is stored and enqueued; the cost is ``linger_s``
-    of latency, the gain a commit and a routing task shared by the group.
+    The first event of a group starts a ``linger_s`` timer; when it fires (or
+    ``max_events`` are waiting) the group is stored and enqueued on a thread,
+    and each caller's future gets its own answer. The cost is ``linger_s`` of
+    latency, the gain a commit and a routing task shared by the group, and no
+    thread per waiting request.
     """
 
     def __init__(self, linger_s: float, max_events: int = 200) -> None:
         self._linger_s = linger_s
         self._max_events = max_events
-        self._lock = threading.Lock()
-        self._pending: list[_Slot] = []
-        self._full = threading.Event()
-        self._leading = False
+        self._pending: list[tuple[Event, asyncio.Future[Accepted]]] = []
+        self._timer: asyncio.TimerHandle | None = None
+        self._storing: set[asyncio.Task[None]] = set()
 
-    def submit(self, event: Event) -> Accepted:
-        slot = _Slot(event)
-        with self._lock:
-            self._pending.append(slot)
-            lead, self._leading = not self._leading, True
-            if len(self._pending) >= self._max_events:
-                self._full.set()
-        if lead:
-            self._lead()
-        slot.done.wait()
-        if slot.error is not None:
-            raise slot.error
-        assert slot.answer is not None
-        return slot.answer
+    async def submit(self, event: Event) -> Accepted:
+        loop = asyncio.get_running_loop()
+        answer: asyncio.Future[Accepted] = loop.create_future()
+        self._pending.append((event, answer))
+        if len(self._pending) >= self._max_events:
+            self._flush()
+        elif self._timer is None:
+            self._timer = loop.call_later(self._linger_s, self._flush)
+        return await answer
 
-    def _lead(self) -> None:
-        self._full.wait(self._linger_s)
-        with self._lock:
-            batch, self._pending, self._leading = self._pending, [], False
-            self._full.clear()
+    def _flush(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        group, self._pending = self._pending, []
+        storing = asyncio.ensure_future(self._store(group))
+        # Held until done: the loop keeps only weak references to tasks.
+        self._storing.add(storing)
+        storing.add_done_callback(self._storing.discard)
+
+    @staticmethod
+    async def _store(group: list[tuple[Event, asyncio.Future[Accepted]]]) -> None:
         try:
-            answers = _store_and_enqueue([slot.event for slot in batch])
-        except BaseException as exc:
-            for slot in batch:
-                slot.error = exc
+            answers = await asyncio.to_thread(_store_and_enqueue, [event for event, _ in group])
+        except Exception as exc:
+            for _, answer in group:
+                if not answer.done():  # its caller may have gone (client disconnected)
+                    answer.set_exception(exc)
         else:
-            for slot, answer in zip(batch, answers, strict=True):
-                slot.answer = answer
-        finally:
-            for slot in batch:
-                slot.done.set()
+            for (_, answer), accepted in zip(group, answers, strict=True):
+                if not answer.done():
+                    answer.set_result(accepted)
 
 
 @cache
