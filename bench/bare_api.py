@@ -1,6 +1,7 @@
 """The floor for the publish rate: a FastAPI app whose ``POST /v1/events`` only answers 202.
 
-Served like ``hub api`` serves the hub (one uvicorn process, ``log_level="info"``)::
+Served like ``hub api`` serves the hub (one uvicorn process, no access log, FastAPI's
+telemetry off, an ``async`` handler)::
 
     python -m bench.bare_api --port 8001
 """
@@ -14,15 +15,14 @@ from fastapi import FastAPI, status
 
 
 def create_app() -> FastAPI:
-    app = FastAPI(title="bare")
+    app = FastAPI(title="bare", telemetry={"tracing": False, "metrics": False, "logs": False})
 
     @app.get("/healthz")
     def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    # A plain ``def`` like the hub's handler, so both pay the same thread-pool hop.
     @app.post("/v1/events", status_code=status.HTTP_202_ACCEPTED)
-    def publish() -> dict[str, str]:
+    async def publish() -> dict[str, str]:
         return {"status": "accepted"}
 
     return app
@@ -40,6 +40,7 @@ def main() -> None:
         port=args.port,
         workers=1,
         log_level="info",
+        access_log=False,
     )
 
 

@@ -582,7 +582,12 @@ def parse_args(argv: list[str] | None = None) -> Config:
     parser.add_argument("--latency-events", type=int, help="events of the paced run (default N)")
     parser.add_argument("--rate", type=float, default=200.0, help="paced run, events/s")
     parser.add_argument("--workers", type=int, default=1, help="worker instances (hub, B, C)")
-    parser.add_argument("--concurrency", type=int, default=os.cpu_count() or 2)
+    parser.add_argument(
+        "--concurrency",
+        type=int,
+        default=2 * (os.cpu_count() or 1),
+        help="processes per worker (hub, B, C); default 2 per core, as `hub worker`",
+    )
     parser.add_argument("--pool-size", type=int, default=2, help="channels.email.pool_size")
     parser.add_argument("--wrk-threads", type=int, default=1)
     parser.add_argument("--wrk-connections", type=int, default=16)

@@ -1,4 +1,4 @@
-"""One delivery attempt of one notification: throttle, claim, render, send, record.
+"""Delivery attempts for a batch of one channel's notifications: claim, render, send, record.
 
 Policy lives here, not in the channels: a channel makes one attempt and
 classifies its failure; this module decides between retrying (exponential
@@ -15,6 +15,8 @@ import logging
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
+
+from sqlalchemy.orm import Session
 
 from hub import events
 from hub.channels import Message, Receipt
@@ -60,22 +62,48 @@ def max_attempts(settings: Settings, channel: str) -> int:
     return settings.channels.of(channel).max_attempts or settings.delivery.max_attempts
 
 
-def deliver(runtime: Runtime, channel: str, notification_ids: Sequence[str]) -> list[Outcome]:
-    """Attempt a batch of one channel's notifications, sent concurrently on the worker's loop.
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """A batch of one channel's notifications this worker now owns, with what sending needs."""
 
-    Those not ours to send (done, or claimed by another worker) are skipped.
-    The batch costs two transactions (claim, record) however large it is.
+    channel: str
+    notifications: list[Claimed]
+    events: dict[str, EventRow]
+    opted_out: set[str]
+
+
+def claim(db: Session, channel: str, notification_ids: Sequence[str]) -> Claim:
+    """Claim a batch inside ``db``'s transaction.
+
+    Those not ours to send (done, or claimed by another worker) are left out.
     """
-    url = runtime.settings.resolved_database_url
+    claimed = repository.claim_many(db, notification_ids)
+    return Claim(
+        channel,
+        claimed,
+        repository.events_by_id(db, {n.event_id for n in claimed}),
+        repository.opted_out(db, channel, {n.recipient for n in claimed}),
+    )
+
+
+def deliver(runtime: Runtime, channel: str, notification_ids: Sequence[str]) -> list[Outcome]:
+    """Claim a batch of one channel's notifications and attempt each (see :func:`send`)."""
+    with session(runtime.settings.resolved_database_url) as db:
+        claimed = claim(db, channel, notification_ids)
+    return send(runtime, claimed)
+
+
+def send(runtime: Runtime, claimed: Claim) -> list[Outcome]:
+    """Attempt each claimed notification once, concurrently on the worker's loop.
+
+    A batch costs one transaction to record however large it is.
+    """
+    channel = claimed.channel
     outcomes: list[Outcome] = []
-    with session(url) as db:
-        claimed = repository.claim_many(db, notification_ids)
-        events = repository.events_by_id(db, {n.event_id for n in claimed})
-        opted_out = repository.opted_out(db, channel, {n.recipient for n in claimed})
     batch: list[tuple[Claimed, EventRow, Message]] = []
-    for notification in claimed:
-        event = events[notification.event_id]
-        if notification.recipient in opted_out:
+    for notification in claimed.notifications:
+        event = claimed.events[notification.event_id]
+        if notification.recipient in claimed.opted_out:
             error = f"{notification.recipient} opted out of {channel}"
             status = NotificationStatus.SUPPRESSED
             outcomes.append(_record(runtime, notification, event, status, error))
@@ -102,7 +130,7 @@ def deliver(runtime: Runtime, channel: str, notification_ids: Sequence[str]) -> 
         else:
             outcomes.append(_on_failure(runtime, notification, event, result))
     if receipts:
-        with session(url) as db:
+        with session(runtime.settings.resolved_database_url) as db:
             repository.finish_sent(db, receipts)
     return outcomes
 
@@ -116,7 +144,9 @@ def _take_tokens(
     attempt undone) and come back spread one interval apart, with a little
     jitter so workers do not wake together.
     """
-    for index in range(len(batch)):
+    # Without a rate limit only a provider's pause can hold the batch: one look for all.
+    limited = bool(runtime.settings.channels.of(channel).rate_limit)
+    for index in range(len(batch) if limited else min(len(batch), 1)):
         wait_s = runtime.throttle(channel)
         if wait_s > 0:
             later = [notification.id for notification, _, _ in batch[index:]]

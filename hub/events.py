@@ -128,9 +128,9 @@ async def publish_together(
 ) -> Accepted:
     """:func:`publish` for many concurrent callers on one event loop (the API).
 
-    Publishes that arrive within ``api.publish_linger_ms`` of each other share
-    one transaction and one broker message (see :class:`_Coalescer`); each
-    caller still returns only once its own event is stored and enqueued.
+    Publishes that arrive while an earlier group is being stored share one
+    transaction and one broker message (see :class:`_Coalescer`); each caller
+    still returns only once its own event is stored and enqueued.
     """
     event = _validated(event_type, data, idempotency_key)
     return await _coalescer().submit(event)
@@ -166,11 +166,12 @@ def _store_and_enqueue(events: list[Event], keep_if_broker_down: bool = False) -
 class _Coalescer:
     """Joins publishes that arrive together into one transaction and one broker message.
 
-    The first event of a group starts a ``linger_s`` timer; when it fires (or
-    ``max_events`` are waiting) the group is stored and enqueued on a thread,
-    and each caller's future gets its own answer. The cost is ``linger_s`` of
-    latency, the gain a commit and a routing task shared by the group, and no
-    thread per waiting request.
+    Group commit: a publish that finds no group being stored starts one at
+    once; publishes that arrive while a group is being stored wait and make
+    the next group together. Quiet traffic pays no delay; under load the
+    groups grow by themselves. ``linger_s`` adds a fixed wait before each group
+    for larger groups still. Each caller's future gets its own answer, and no
+    thread waits per request.
     """
 
     def __init__(self, linger_s: float, max_events: int = 200) -> None:
@@ -178,27 +179,30 @@ class _Coalescer:
         self._max_events = max_events
         self._pending: list[tuple[Event, asyncio.Future[Accepted]]] = []
         self._timer: asyncio.TimerHandle | None = None
-        self._storing: set[asyncio.Task[None]] = set()
+        self._storing: asyncio.Task[None] | None = None
 
     async def submit(self, event: Event) -> Accepted:
         loop = asyncio.get_running_loop()
         answer: asyncio.Future[Accepted] = loop.create_future()
         self._pending.append((event, answer))
-        if len(self._pending) >= self._max_events:
-            self._flush()
-        elif self._timer is None:
-            self._timer = loop.call_later(self._linger_s, self._flush)
+        if self._storing is None and self._timer is None:
+            if self._linger_s and len(self._pending) < self._max_events:
+                self._timer = loop.call_later(self._linger_s, self._flush)
+            else:
+                self._flush()
         return await answer
 
     def _flush(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        group, self._pending = self._pending, []
-        storing = asyncio.ensure_future(self._store(group))
-        # Held until done: the loop keeps only weak references to tasks.
-        self._storing.add(storing)
-        storing.add_done_callback(self._storing.discard)
+        self._timer = None
+        group = self._pending[: self._max_events]
+        del self._pending[: self._max_events]
+        self._storing = asyncio.ensure_future(self._store(group))
+        self._storing.add_done_callback(self._next)
+
+    def _next(self, _: asyncio.Task[None]) -> None:
+        self._storing = None
+        if self._pending:
+            self._flush()
 
     @staticmethod
     async def _store(group: list[tuple[Event, asyncio.Future[Accepted]]]) -> None:

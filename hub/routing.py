@@ -11,11 +11,11 @@ from itertools import product
 from typing import Any
 
 import jinja2
+from sqlalchemy.orm import Session
 
 from hub.errors import ConfigError, TemplateError
 from hub.settings import Settings, Subscription
 from hub.store import repository
-from hub.store.db import session
 from hub.store.repository import NewNotification, notification_id
 from hub.templates import Templates
 
@@ -84,26 +84,25 @@ def plan(
 
 
 def route_events(
-    settings: Settings, templates: Templates, event_ids: Sequence[str]
+    db: Session, settings: Settings, templates: Templates, event_ids: Sequence[str]
 ) -> list[tuple[str, str]]:
-    """Store the notifications of stored events; ``(id, channel)`` of those to deliver.
+    """Store the notifications of stored events in ``db``; ``(id, channel)`` of those to deliver.
 
-    One transaction for the lot. Safe to repeat: notification ids are
-    deterministic, so a redelivered routing task finds the rows it already made.
+    Safe to repeat: notification ids are deterministic, so a redelivered
+    routing task finds the rows it already made.
     """
-    with session(settings.resolved_database_url) as db:
-        stored = repository.events_by_id(db, event_ids)
-        routed = [stored[event_id] for event_id in event_ids if event_id in stored]
-        planned = [
-            notification
-            for event in routed
-            for notification in plan(
-                event.id,
-                event.type,
-                event.data,
-                settings.subscriptions,
-                templates,
-                settings.channels.alert_targets,
-            )
-        ]
-        return repository.add_notifications(db, [event.id for event in routed], planned)
+    stored = repository.events_by_id(db, event_ids)
+    routed = [stored[event_id] for event_id in event_ids if event_id in stored]
+    planned = [
+        notification
+        for event in routed
+        for notification in plan(
+            event.id,
+            event.type,
+            event.data,
+            settings.subscriptions,
+            templates,
+            settings.channels.alert_targets,
+        )
+    ]
+    return repository.add_notifications(db, [event.id for event in routed], planned)

@@ -14,10 +14,11 @@ from typing import Any
 from celery.signals import worker_process_init, worker_process_shutdown, worker_shutdown
 
 from hub import events
+from hub.delivery import Outcome, claim, send
 from hub.delivery import deliver as deliver_notifications
 from hub.errors import EventError
 from hub.routing import route_events
-from hub.runtime import Runtime, close_runtime, get_runtime
+from hub.runtime import close_runtime, get_runtime
 from hub.store import repository
 from hub.store.db import session
 from hub.worker import (
@@ -54,42 +55,50 @@ def route(event_id: str) -> int:
 def route_many(event_ids: list[str]) -> int:
     """Route a batch of stored events; deliver a small result right here.
 
-    A small batch (the common case: a few events the API coalesced) is
-    delivered in this task when this worker serves the channel's queue: a
-    second Celery task per event would double the broker round trips and the
-    per-task cost, which is what bounds latency at a steady rate. Larger
-    batches are spread over the channel queues, so every worker shares them.
+    A small batch (the common case: the few events the API stored together)
+    is claimed in the routing transaction and sent by this task when this
+    worker serves the channel's queue: a second Celery task and a second
+    commit per event would double what bounds latency at a steady rate.
+    Larger batches are spread over the channel queues, so every worker
+    shares them.
     """
     runtime = get_runtime()
-    queued = route_events(runtime.settings, runtime.templates, event_ids)
-    if len(queued) > DELIVERY_BATCH:
-        enqueue_deliveries(queued)
-        return len(queued)
-    by_channel: dict[str, list[str]] = {}
-    for notification_id, channel in queued:
-        by_channel.setdefault(channel, []).append(notification_id)
-    for channel, ids in by_channel.items():
-        if consumes(queue_for(channel)):
-            _deliver(runtime, channel, ids)
-        else:
-            enqueue_deliveries([(notification_id, channel) for notification_id in ids])
+    with session(runtime.settings.resolved_database_url) as db:
+        queued = route_events(db, runtime.settings, runtime.templates, event_ids)
+        by_channel: dict[str, list[str]] = {}
+        for notification_id, channel in queued:
+            by_channel.setdefault(channel, []).append(notification_id)
+        here = {
+            channel: ids
+            for channel, ids in by_channel.items()
+            if len(queued) <= DELIVERY_BATCH and consumes(queue_for(channel))
+        }
+        claims = [claim(db, channel, ids) for channel, ids in here.items()]
+    enqueue_deliveries(
+        (notification_id, channel)
+        for channel, ids in by_channel.items()
+        if channel not in here
+        for notification_id in ids
+    )
+    for claimed in claims:
+        _retry_later(claimed.channel, send(runtime, claimed))
     return len(queued)
 
 
 @app.task(name="hub.deliver")
 def deliver(channel: str, notification_ids: list[str]) -> dict[str, int]:
     """One attempt for each of a batch; retries and rate-limit waits come back after a countdown."""
-    return _deliver(get_runtime(), channel, notification_ids)
+    outcomes = deliver_notifications(get_runtime(), channel, notification_ids)
+    _retry_later(channel, outcomes)
+    return dict(Counter(str(outcome.status) for outcome in outcomes))
 
 
-def _deliver(runtime: Runtime, channel: str, notification_ids: list[str]) -> dict[str, int]:
-    outcomes = deliver_notifications(runtime, channel, notification_ids)
+def _retry_later(channel: str, outcomes: list[Outcome]) -> None:
     for outcome in outcomes:
         if outcome.retry_in_s is not None:
             # A new message rather than self.retry(): attempts are counted in
             # the store, and a rate-limit wait must not count as one.
             enqueue_deliveries([(outcome.notification_id, channel)], countdown=outcome.retry_in_s)
-    return dict(Counter(str(outcome.status) for outcome in outcomes))
 
 
 @app.task(name="hub.sweep")
