@@ -156,8 +156,9 @@ def add_notifications(
             for n in new
         ]
         dialect = postgresql if db.bind and db.bind.dialect.name == "postgresql" else sqlite
+        # Rows as parameters, not .values(rows): one cached statement for any count.
         db.execute(
-            dialect.insert(NOTIFICATIONS).values(rows).on_conflict_do_nothing(index_elements=["id"])
+            dialect.insert(NOTIFICATIONS).on_conflict_do_nothing(index_elements=["id"]), rows
         )
     ids = list(event_ids)
     db.execute(
