@@ -590,7 +590,7 @@ def parse_args(argv: list[str] | None = None) -> Config:
     )
     parser.add_argument("--pool-size", type=int, default=2, help="channels.email.pool_size")
     parser.add_argument("--wrk-threads", type=int, default=1)
-    parser.add_argument("--wrk-connections", type=int, default=16)
+    parser.add_argument("--wrk-connections", type=int, default=64)
     parser.add_argument("--phases", default="A,B,C,bare,H", help="comma-separated subset")
     parser.add_argument("--keep", action="store_true", help="keep the processes' logs")
     parser.add_argument(

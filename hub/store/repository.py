@@ -127,6 +127,13 @@ def attempts_of(db: Session, notification_ids: Iterable[str]) -> Sequence[Attemp
     return db.scalars(query.order_by(Attempt.notification_id, Attempt.id)).all()
 
 
+# Built once: rows go as parameters, so one cached statement serves any count.
+_INSERT_NEW_NOTIFICATIONS = {
+    "postgresql": postgresql.insert(NOTIFICATIONS).on_conflict_do_nothing(index_elements=["id"]),
+    "sqlite": sqlite.insert(NOTIFICATIONS).on_conflict_do_nothing(index_elements=["id"]),
+}
+
+
 def add_notifications(
     db: Session, event_ids: Sequence[str], new: Sequence[NewNotification]
 ) -> list[tuple[str, str]]:
@@ -155,11 +162,8 @@ def add_notifications(
             }
             for n in new
         ]
-        dialect = postgresql if db.bind and db.bind.dialect.name == "postgresql" else sqlite
-        # Rows as parameters, not .values(rows): one cached statement for any count.
-        db.execute(
-            dialect.insert(NOTIFICATIONS).on_conflict_do_nothing(index_elements=["id"]), rows
-        )
+        dialect = db.bind.dialect.name if db.bind else "sqlite"
+        db.execute(_INSERT_NEW_NOTIFICATIONS[dialect], rows)
     ids = list(event_ids)
     db.execute(
         update(EVENTS).where(EVENTS.c.id.in_(ids)).values(status=EventStatus.ROUTED, routed_at=now)
