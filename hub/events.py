@@ -193,7 +193,9 @@ class _Coalescer:
         return await answer
 
     def _flush(self) -> None:
-        self._timer = None
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         group = self._pending[: self._max_events]
         del self._pending[: self._max_events]
         self._storing = asyncio.ensure_future(self._store(group))
