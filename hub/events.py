@@ -260,17 +260,8 @@ def publish_many(incoming: Sequence[Incoming]) -> list[Accepted | EventError]:
     valid: list[Event] = []
     for index, item in enumerate(incoming):
         try:
-            catalog().validate(item.type, item.data)
+            valid.append(_validated(item.type, item.data, item.idempotency_key))
         except EventError as exc:
             rejected[index] = exc
-            continue
-        valid.append(
-            Event(
-                id=new_event_id(),
-                type=item.type,
-                data=item.data,
-                idempotency_key=item.idempotency_key,
-            )
-        )
     stored = iter(_store_and_enqueue(valid) if valid else [])
     return [rejected[i] if i in rejected else next(stored) for i in range(len(incoming))]

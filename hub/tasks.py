@@ -68,10 +68,11 @@ def route_many(event_ids: list[str]) -> int:
         by_channel: dict[str, list[str]] = {}
         for notification_id, channel in queued:
             by_channel.setdefault(channel, []).append(notification_id)
+        small = len(queued) <= DELIVERY_BATCH
         here = {
             channel: ids
             for channel, ids in by_channel.items()
-            if len(queued) <= DELIVERY_BATCH and consumes(queue_for(channel))
+            if small and consumes(queue_for(channel))
         }
         claims = [claim(db, channel, ids) for channel, ids in here.items()]
     enqueue_deliveries(
