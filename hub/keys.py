@@ -7,7 +7,7 @@ import secrets
 
 from sqlalchemy.exc import IntegrityError
 
-from hub.errors import ConfigError
+from hub.errors import NameTaken
 from hub.store import repository
 from hub.store.db import session
 
@@ -25,7 +25,7 @@ def create_key(database_url: str, name: str) -> str:
         with session(database_url) as db:
             repository.add_api_key(db, name, hash_key(key))
     except IntegrityError as exc:
-        raise ConfigError(f"an API key named {name!r} already exists") from exc
+        raise NameTaken(f"an API key named {name!r} already exists") from exc
     return key
 
 

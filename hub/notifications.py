@@ -7,7 +7,7 @@ import re
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 
-from hub.errors import BrokerUnavailable, HubError
+from hub.errors import BrokerUnavailable, InvalidFilter
 from hub.settings import Settings
 from hub.store import repository
 from hub.store.db import session
@@ -17,10 +17,6 @@ log = logging.getLogger(__name__)
 
 _DURATION = re.compile(r"^(\d+)\s*(s|m|h|d)$")
 _UNIT = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
-
-
-class InvalidFilter(HubError):
-    """A filter value could not be understood; the message names it."""
 
 
 def parse_since(value: str | None) -> datetime | None:

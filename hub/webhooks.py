@@ -36,27 +36,14 @@ from __future__ import annotations
 import hashlib
 import hmac
 import time
-from typing import Literal
 
-from hub.errors import HubError
+from hub.errors import InvalidSignature
 
 SIGNATURE_HEADER = "X-Hub-Signature"
 DELIVERY_HEADER = "X-Hub-Delivery"
 DEFAULT_TOLERANCE_S = 300
 
-Reason = Literal["malformed", "mismatch", "expired"]
 
-
-class InvalidSignature(HubError):
-    """A webhook's signature header is malformed, does not match, or is too old or new.
-
-    ``reason`` is ``"malformed"``, ``"mismatch"`` or ``"expired"``; whichever it
-    is, the receiver should reject the request.
-    """
-
-    def __init__(self, message: str, reason: Reason) -> None:
-        super().__init__(message)
-        self.reason = reason
 
 
 def _digest(secret: str, timestamp: int, body: bytes) -> str:
