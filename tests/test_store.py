@@ -10,10 +10,11 @@ import pytest
 from sqlalchemy import create_engine, inspect, text
 from sqlalchemy.engine import make_url
 
-from hub.store import repository
-from hub.store.db import engine, migrate, session
+from hub.store import events as stored_events
+from hub.store import notifications as stored_notifications
+from hub.store.db import engine, migrate, seconds_ago, session
 from hub.store.models import Event, NotificationStatus
-from hub.store.repository import NewNotification, notification_id
+from hub.store.notifications import NewNotification, notification_id
 from tests.conftest import missing_service
 
 
@@ -75,9 +76,9 @@ def test_migrations_create_every_table_and_are_idempotent(database_url: str) -> 
 def test_an_idempotency_key_maps_to_the_first_event(database_url: str) -> None:
     key = f"k-{uuid.uuid4()}"
     with session(database_url) as db:
-        first, created = repository.add_event(db, new_event(key))
+        first, created = stored_events.add_event(db, new_event(key))
     with session(database_url) as db:
-        again, created_again = repository.add_event(db, new_event(key))
+        again, created_again = stored_events.add_event(db, new_event(key))
 
     assert created and not created_again
     assert again.id == first.id
@@ -85,15 +86,15 @@ def test_an_idempotency_key_maps_to_the_first_event(database_url: str) -> None:
 
 def test_routing_twice_creates_each_notification_once(database_url: str) -> None:
     with session(database_url) as db:
-        event, _ = repository.add_event(db, new_event())
+        event, _ = stored_events.add_event(db, new_event())
     plan = routed(event, "a@example.com", "b@example.com")
 
     with session(database_url) as db:
-        first = repository.add_notifications(db, [event.id], plan)
+        first = stored_notifications.add_notifications(db, [event.id], plan)
     with session(database_url) as db:
-        second = repository.add_notifications(db, [event.id], plan)
-        stored = repository.notifications_of(db, event.id)
-        status = repository.get_event(db, event.id).status  # type: ignore[union-attr]
+        second = stored_notifications.add_notifications(db, [event.id], plan)
+        stored = stored_notifications.notifications_of(db, event.id)
+        status = stored_events.get_event(db, event.id).status  # type: ignore[union-attr]
 
     assert sorted(first) == sorted(second) == sorted((n.id, "email") for n in plan)
     assert len(stored) == 2
@@ -104,29 +105,29 @@ def test_a_notification_can_be_claimed_once_until_it_is_released_for_retry(
     database_url: str,
 ) -> None:
     with session(database_url) as db:
-        event, _ = repository.add_event(db, new_event())
-        [(nid, _channel)] = repository.add_notifications(
+        event, _ = stored_events.add_event(db, new_event())
+        [(nid, _channel)] = stored_notifications.add_notifications(
             db, [event.id], routed(event, "a@example.com")
         )
 
     with session(database_url) as db:
-        claimed = repository.claim(db, nid)
+        [claimed] = stored_notifications.claim_many(db, [nid])
     with session(database_url) as db:
-        assert repository.claim(db, nid) is None
-        repository.finish(db, nid, NotificationStatus.RETRYING, outcome="transient", error="451")
-    with session(database_url) as db:
-        reclaimed = repository.claim(db, nid)
-    with session(database_url) as db:
-        repository.finish(
-            db, nid, NotificationStatus.SENT, outcome="sent", provider_message_id="<m@x>"
+        assert stored_notifications.claim_many(db, [nid]) == []
+        stored_notifications.finish(
+            db, nid, NotificationStatus.RETRYING, outcome="transient", error="451"
         )
     with session(database_url) as db:
-        assert repository.claim(db, nid) is None
-        [notification] = repository.notifications_of(db, event.id)
-        attempts = repository.attempts_of(db, [nid])
+        [reclaimed] = stored_notifications.claim_many(db, [nid])
+    with session(database_url) as db:
+        stored_notifications.finish_sent(db, [(nid, "<m@x>", None, None)])
+    with session(database_url) as db:
+        assert stored_notifications.claim_many(db, [nid]) == []
+        [notification] = stored_notifications.notifications_of(db, event.id)
+        attempts = stored_notifications.attempts_of(db, [nid])
 
-    assert claimed is not None and claimed.attempts == 1
-    assert reclaimed is not None and reclaimed.attempts == 2
+    assert claimed.attempts == 1
+    assert reclaimed.attempts == 2
     assert notification.status == "sent" and notification.provider_message_id == "<m@x>"
     assert [(a.number, a.outcome, a.error) for a in attempts] == [
         (1, "transient", "451"),
@@ -136,45 +137,72 @@ def test_a_notification_can_be_claimed_once_until_it_is_released_for_retry(
 
 def test_the_sweeper_finds_unrouted_events_and_stalled_notifications(database_url: str) -> None:
     with session(database_url) as db:
-        unrouted, _ = repository.add_event(db, new_event())
-        event, _ = repository.add_event(db, new_event())
-        [(queued, _), (sending, _)] = repository.add_notifications(
+        unrouted, _ = stored_events.add_event(db, new_event())
+        event, _ = stored_events.add_event(db, new_event())
+        [(queued, _), (sending, _)] = stored_notifications.add_notifications(
             db, [event.id], routed(event, "a@example.com", "b@example.com")
         )
     with session(database_url) as db:
-        repository.claim(db, sending)
-    future = repository.seconds_ago(-60)
+        stored_notifications.claim_many(db, [sending])
+    future = seconds_ago(-60)
 
     with session(database_url) as db:
-        events = repository.stuck_events(db, future)
-        stalled = dict(repository.stuck_notifications(db, future, future))
+        events = stored_events.stuck_events(db, future)
+        stalled = dict(stored_notifications.stuck_notifications(db, future, future))
     with session(database_url) as db:
-        statuses = {n.id: n.status for n in repository.notifications_of(db, event.id)}
-        released = repository.claim(db, sending)
+        statuses = {n.id: n.status for n in stored_notifications.notifications_of(db, event.id)}
+        released = stored_notifications.claim_many(db, [sending])
 
     assert unrouted.id in events and event.id not in events
     assert stalled == {queued: "email", sending: "email"}
     assert statuses == {queued: "queued", sending: "retrying"}
-    assert released is not None and released.attempts == 2
+    assert [claim.attempts for claim in released] == [2]
 
 
 def test_a_late_worker_cannot_overwrite_a_notification_it_no_longer_owns(
     database_url: str,
 ) -> None:
     with session(database_url) as db:
-        event, _ = repository.add_event(db, new_event())
-        [(nid, _)] = repository.add_notifications(db, [event.id], routed(event, "a@example.com"))
+        event, _ = stored_events.add_event(db, new_event())
+        [(nid, _)] = stored_notifications.add_notifications(
+            db, [event.id], routed(event, "a@example.com")
+        )
     with session(database_url) as db:
-        repository.claim(db, nid)
+        stored_notifications.claim_many(db, [nid])
     with session(database_url) as db:  # the sweeper decides the attempt was lost
-        repository.stuck_notifications(db, repository.seconds_ago(-60), repository.seconds_ago(-60))
+        stored_notifications.stuck_notifications(db, seconds_ago(-60), seconds_ago(-60))
 
     with session(database_url) as db:
-        recorded = repository.finish(db, nid, NotificationStatus.SENT, outcome="sent")
-        [notification] = repository.notifications_of(db, event.id)
+        recorded = stored_notifications.finish_sent(db, [(nid, "<m@x>", None, None)])
+        [notification] = stored_notifications.notifications_of(db, event.id)
 
-    assert recorded is False
+    assert recorded == 0
     assert notification.status == "retrying"
+
+
+def test_a_sent_notification_keeps_what_its_channel_reported(database_url: str) -> None:
+    sms = {"to": "+15005550006", "encoding": "GSM-7"}
+    with session(database_url) as db:
+        event, _ = stored_events.add_event(db, new_event())
+        [(a, _), (b, _)] = stored_notifications.add_notifications(
+            db, [event.id], routed(event, "a@example.com", "b@example.com")
+        )
+    with session(database_url) as db:
+        stored_notifications.claim_many(db, [a, b])
+    with session(database_url) as db:
+        recorded = stored_notifications.finish_sent(
+            db, [(a, "SM1", 2, sms), (b, "<m@x>", None, None)]
+        )
+    with session(database_url) as db:
+        stored = {n.id: n for n in stored_notifications.notifications_of(db, event.id)}
+
+    assert recorded == 2
+    assert (stored[a].provider_message_id, stored[a].segments, stored[a].details) == ("SM1", 2, sms)
+    assert (stored[b].provider_message_id, stored[b].segments, stored[b].details) == (
+        "<m@x>",
+        None,
+        None,
+    )
 
 
 def test_api_keys_are_found_by_hash_only(database_url: str) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import datetime, timedelta
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,8 @@ from alembic.config import Config
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
+
+from hub.store.models import utcnow
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
@@ -59,3 +62,8 @@ def migrate(url: str) -> None:
     config.set_main_option("script_location", str(MIGRATIONS))
     config.attributes["url"] = url
     command.upgrade(config, "head")
+
+
+def seconds_ago(seconds: float) -> datetime:
+    """The moment ``seconds`` before now (after it, when negative), in UTC."""
+    return utcnow() - timedelta(seconds=seconds)

@@ -78,6 +78,7 @@ class Notification(Base):
     last_error: Mapped[str | None] = mapped_column(Text)
     provider_message_id: Mapped[str | None] = mapped_column(String(500), index=True)
     segments: Mapped[int | None] = mapped_column(Integer)
+    details: Mapped[dict[str, Any] | None]  # what the channel reported on sending (Receipt.details)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
     sent_at: Mapped[datetime | None]

@@ -1,4 +1,4 @@
-"""Every read and write the hub makes, as functions over a SQLAlchemy session.
+"""Stored notifications and their attempts: routing's inserts, claims, outcomes, the sweeper.
 
 State changes that race between workers (claiming a notification) are single
 conditional UPDATEs, so two workers can never both own one notification.
@@ -9,29 +9,35 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
-from typing import Any
+from datetime import datetime
 
-from sqlalchemy import Row, Table, and_, case, delete, func, insert, or_, select, update
+from sqlalchemy import (
+    JSON,
+    Table,
+    and_,
+    case,
+    delete,
+    func,
+    insert,
+    or_,
+    select,
+    type_coerce,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from hub.store.models import (
-    ApiKey,
-    Attempt,
-    Event,
-    EventStatus,
-    Notification,
-    NotificationStatus,
-    OptOut,
-    utcnow,
-)
+from hub.store.events import EVENTS
+from hub.store.models import Attempt, EventStatus, Notification, NotificationStatus, utcnow
 
 CLAIMABLE = (NotificationStatus.QUEUED, NotificationStatus.RETRYING)
+RETRYABLE = (
+    NotificationStatus.FAILED,
+    NotificationStatus.UNKNOWN,
+    NotificationStatus.UNDELIVERED,
+)
 
 # The tables themselves, for Core statements on the hot path.
-EVENTS: Table = Event.__table__  # type: ignore[assignment]
 NOTIFICATIONS: Table = Notification.__table__  # type: ignore[assignment]
 ATTEMPTS: Table = Attempt.__table__  # type: ignore[assignment]
 
@@ -46,75 +52,16 @@ class NewNotification:
     template: str
 
 
-def add_event(db: Session, event: Event) -> tuple[Event, bool]:
-    """Store ``event``; with a known idempotency key return the first one instead.
+@dataclass(frozen=True, slots=True)
+class Claimed:
+    """A notification this worker now owns, with what delivery needs of it."""
 
-    Returns ``(event, created)``.
-    """
-    if event.idempotency_key is not None:
-        existing = _event_by_key(db, event.idempotency_key)
-        if existing is not None:
-            return existing, False
-    try:
-        with db.begin_nested():
-            db.add(event)
-    except IntegrityError:
-        # Lost a race with a concurrent publish of the same key.
-        existing = _event_by_key(db, event.idempotency_key or "")
-        if existing is None:
-            raise
-        return existing, False
-    return event, True
-
-
-def add_events(db: Session, events: Sequence[Event]) -> list[tuple[Event, bool]]:
-    """Store many events in one round trip; known or repeated keys map to their first event.
-
-    Returns ``(event, created)`` for each input, in order.
-    """
-    keys = [e.idempotency_key for e in events if e.idempotency_key is not None]
-    known: dict[str, Event] = {}
-    if keys:
-        found = db.scalars(select(Event).where(Event.idempotency_key.in_(keys)))
-        known = {e.idempotency_key: e for e in found if e.idempotency_key is not None}
-    results: list[tuple[Event, bool]] = []
-    new: list[Event] = []
-    for event in events:
-        key = event.idempotency_key
-        if key is not None and key in known:
-            results.append((known[key], False))
-            continue
-        if key is not None:
-            known[key] = event
-        new.append(event)
-        results.append((event, True))
-    try:
-        with db.begin_nested():
-            if new:
-                db.execute(insert(EVENTS), [_event_row(event) for event in new])
-    except IntegrityError:
-        # A concurrent publish took one of the keys: settle them one by one.
-        return [add_event(db, event) if created else (event, False) for event, created in results]
-    return results
-
-
-def _event_row(event: Event) -> dict[str, Any]:
-    return {
-        "id": event.id,
-        "type": event.type,
-        "idempotency_key": event.idempotency_key,
-        "data": event.data,
-        "status": EventStatus.ACCEPTED,
-        "created_at": utcnow(),
-    }
-
-
-def _event_by_key(db: Session, key: str) -> Event | None:
-    return db.scalar(select(Event).where(Event.idempotency_key == key))
-
-
-def get_event(db: Session, event_id: str) -> Event | None:
-    return db.get(Event, event_id)
+    id: str
+    event_id: str
+    channel: str
+    recipient: str
+    template: str
+    attempts: int
 
 
 def notifications_of(db: Session, event_id: str) -> Sequence[Notification]:
@@ -182,24 +129,6 @@ def notification_id(event_id: str, subscription: str, channel: str, recipient: s
     return f"ntf_{digest[:32]}"
 
 
-def claim(db: Session, notification_id: str) -> Claimed | None:
-    """Atomically move a queued/retrying notification to ``sending``; None if not claimable."""
-    claimed = claim_many(db, [notification_id])
-    return claimed[0] if claimed else None
-
-
-@dataclass(frozen=True, slots=True)
-class Claimed:
-    """A notification this worker now owns, with what delivery needs of it."""
-
-    id: str
-    event_id: str
-    channel: str
-    recipient: str
-    template: str
-    attempts: int
-
-
 def claim_many(db: Session, notification_ids: Sequence[str]) -> list[Claimed]:
     """Atomically move the queued/retrying ones to ``sending``, each with a new attempt row.
 
@@ -246,9 +175,6 @@ def claim_many(db: Session, notification_ids: Sequence[str]) -> list[Claimed]:
     return claimed
 
 
-EventRow = Row[Any]  # id, type, data
-
-
 def release(db: Session, notification_ids: Sequence[str]) -> None:
     """Undo a claim that sent nothing (a rate-limit wait): no attempt is counted."""
     n, a = NOTIFICATIONS.c, ATTEMPTS.c
@@ -270,26 +196,22 @@ def release(db: Session, notification_ids: Sequence[str]) -> None:
     )
 
 
-def events_by_id(db: Session, event_ids: Iterable[str]) -> dict[str, EventRow]:
-    """``id``, ``type`` and ``data`` of each event."""
-    e = EVENTS.c
-    rows = db.execute(select(e.id, e.type, e.data).where(e.id.in_(list(event_ids))))
-    return {row.id: row for row in rows}
-
-
-def finish_sent(db: Session, receipts: Sequence[tuple[str, str, int | None]]) -> int:
-    """Record ``(id, provider_message_id, segments)`` as sent, for those still ``sending``.
+def finish_sent(
+    db: Session, receipts: Sequence[tuple[str, str, int | None, dict[str, str] | None]]
+) -> int:
+    """Record ``(id, provider_message_id, segments, details)`` as sent, for those still ``sending``.
 
     One UPDATE for the whole batch. Returns how many were recorded (fewer when
     the sweeper gave one away meanwhile).
     """
     n = NOTIFICATIONS.c
     now = utcnow()
-    provider_ids = case({nid: pmid for nid, pmid, _ in receipts}, value=n.id)
-    segments = {nid: count for nid, _, count in receipts if count is not None}
+    provider_ids = case({nid: pmid for nid, pmid, _, _ in receipts}, value=n.id)
+    segments = {nid: count for nid, _, count, _ in receipts if count is not None}
+    details = {nid: type_coerce(extra, JSON) for nid, _, _, extra in receipts if extra is not None}
     recorded = db.scalars(
         update(NOTIFICATIONS)
-        .where(n.id.in_([nid for nid, _, _ in receipts]), n.status == NotificationStatus.SENDING)
+        .where(n.id.in_([nid for nid, *_ in receipts]), n.status == NotificationStatus.SENDING)
         .values(
             status=NotificationStatus.SENT,
             updated_at=now,
@@ -297,6 +219,7 @@ def finish_sent(db: Session, receipts: Sequence[tuple[str, str, int | None]]) ->
             last_error=None,
             provider_message_id=provider_ids,
             segments=case(segments, value=n.id, else_=None) if segments else None,
+            details=case(details, value=n.id, else_=None) if details else None,
         )
         .returning(n.id)
     ).all()
@@ -323,24 +246,20 @@ def finish(
     *,
     outcome: str,
     error: str | None = None,
-    provider_message_id: str | None = None,
-    segments: int | None = None,
 ) -> bool:
-    """Record the end of the current attempt and the notification's new status.
+    """Record the end of the current attempt, unsent, and the notification's new status.
 
-    Only a notification still ``sending`` is changed (False otherwise): if the
-    sweeper gave a stalled attempt to another worker, the late one records nothing.
+    Sends are recorded by ``finish_sent``. Only a notification still ``sending``
+    is changed (False otherwise): if the sweeper gave a stalled attempt to
+    another worker, the late one records nothing.
     """
     now = utcnow()
-    values: dict[str, Any] = {"status": status, "updated_at": now, "last_error": error}
-    if status == NotificationStatus.SENT:
-        values.update(sent_at=now, provider_message_id=provider_message_id, segments=segments)
     result = db.execute(
         update(Notification)
         .where(
             Notification.id == notification_id, Notification.status == NotificationStatus.SENDING
         )
-        .values(**values)
+        .values(status=status, updated_at=now, last_error=error)
     )
     if result.rowcount != 1:  # type: ignore[attr-defined]
         return False
@@ -353,13 +272,6 @@ def finish(
     if attempt is not None:
         attempt.outcome, attempt.error, attempt.finished_at = outcome, error, now
     return True
-
-
-RETRYABLE = (
-    NotificationStatus.FAILED,
-    NotificationStatus.UNKNOWN,
-    NotificationStatus.UNDELIVERED,
-)
 
 
 def find_notifications(
@@ -405,24 +317,6 @@ def requeue(db: Session, ids: Sequence[str]) -> list[tuple[str, str]]:
     return candidates
 
 
-def is_opted_out(db: Session, channel: str, recipient: str) -> bool:
-    return db.get(OptOut, (channel, recipient)) is not None
-
-
-def opted_out(db: Session, channel: str, recipients: Iterable[str]) -> set[str]:
-    """Which of ``recipients`` opted out of ``channel``."""
-    query = select(OptOut.recipient).where(
-        OptOut.channel == channel, OptOut.recipient.in_(list(recipients))
-    )
-    return set(db.scalars(query))
-
-
-def add_opt_out(db: Session, channel: str, recipient: str, reason: str) -> None:
-    """Remember that ``recipient`` asked not to be contacted on ``channel`` (idempotent)."""
-    if not is_opted_out(db, channel, recipient):
-        db.add(OptOut(channel=channel, recipient=recipient, reason=reason))
-
-
 def record_provider_status(
     db: Session,
     channel: str,
@@ -441,14 +335,6 @@ def record_provider_status(
         notification.status, notification.last_error = status, error
         notification.updated_at = utcnow()
     return notification
-
-
-def stuck_events(db: Session, older_than: datetime) -> list[str]:
-    """Events accepted before ``older_than`` and never routed (their enqueue was lost)."""
-    query = select(Event.id).where(
-        Event.status == EventStatus.ACCEPTED, Event.created_at < older_than
-    )
-    return list(db.scalars(query.limit(1000)))
 
 
 def stuck_notifications(
@@ -495,22 +381,3 @@ def stuck_notifications(
         .returning(Notification.id, Notification.channel)
     ).all()
     return [(row.id, row.channel) for row in (*lost, *waiting)]
-
-
-def add_api_key(db: Session, name: str, key_hash: str) -> None:
-    db.add(ApiKey(name=name, key_hash=key_hash))
-
-
-def api_key_exists(db: Session, key_hash: str) -> bool:
-    return db.scalar(select(ApiKey.id).where(ApiKey.key_hash == key_hash)) is not None
-
-
-def seconds_ago(seconds: float) -> datetime:
-    return utcnow() - timedelta(seconds=seconds)
-
-
-def delete_unrouted_events(db: Session, event_ids: Sequence[str]) -> None:
-    """Forget events whose publish could not be completed (nothing was routed yet)."""
-    db.execute(
-        delete(Event).where(Event.id.in_(list(event_ids)), Event.status == EventStatus.ACCEPTED)
-    )

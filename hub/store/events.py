@@ -1,0 +1,111 @@
+"""Stored events: publishing with idempotency keys, reading back, finding lost routing."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Row, Table, delete, insert, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from hub.store.models import Event, EventStatus, utcnow
+
+# The table itself, for Core statements on the hot path.
+EVENTS: Table = Event.__table__  # type: ignore[assignment]
+
+EventRow = Row[Any]  # id, type, data
+
+
+def add_event(db: Session, event: Event) -> tuple[Event, bool]:
+    """Store ``event``; with a known idempotency key return the first one instead.
+
+    Returns ``(event, created)``.
+    """
+    if event.idempotency_key is not None:
+        existing = _event_by_key(db, event.idempotency_key)
+        if existing is not None:
+            return existing, False
+    try:
+        with db.begin_nested():
+            db.add(event)
+    except IntegrityError:
+        # Lost a race with a concurrent publish of the same key.
+        existing = _event_by_key(db, event.idempotency_key or "")
+        if existing is None:
+            raise
+        return existing, False
+    return event, True
+
+
+def add_events(db: Session, events: Sequence[Event]) -> list[tuple[Event, bool]]:
+    """Store many events in one round trip; known or repeated keys map to their first event.
+
+    Returns ``(event, created)`` for each input, in order.
+    """
+    keys = [e.idempotency_key for e in events if e.idempotency_key is not None]
+    known: dict[str, Event] = {}
+    if keys:
+        found = db.scalars(select(Event).where(Event.idempotency_key.in_(keys)))
+        known = {e.idempotency_key: e for e in found if e.idempotency_key is not None}
+    results: list[tuple[Event, bool]] = []
+    new: list[Event] = []
+    for event in events:
+        key = event.idempotency_key
+        if key is not None and key in known:
+            results.append((known[key], False))
+            continue
+        if key is not None:
+            known[key] = event
+        new.append(event)
+        results.append((event, True))
+    try:
+        with db.begin_nested():
+            if new:
+                db.execute(insert(EVENTS), [_event_row(event) for event in new])
+    except IntegrityError:
+        # A concurrent publish took one of the keys: settle them one by one.
+        return [add_event(db, event) if created else (event, False) for event, created in results]
+    return results
+
+
+def _event_row(event: Event) -> dict[str, Any]:
+    return {
+        "id": event.id,
+        "type": event.type,
+        "idempotency_key": event.idempotency_key,
+        "data": event.data,
+        "status": EventStatus.ACCEPTED,
+        "created_at": utcnow(),
+    }
+
+
+def _event_by_key(db: Session, key: str) -> Event | None:
+    return db.scalar(select(Event).where(Event.idempotency_key == key))
+
+
+def get_event(db: Session, event_id: str) -> Event | None:
+    return db.get(Event, event_id)
+
+
+def events_by_id(db: Session, event_ids: Iterable[str]) -> dict[str, EventRow]:
+    """``id``, ``type`` and ``data`` of each event."""
+    e = EVENTS.c
+    rows = db.execute(select(e.id, e.type, e.data).where(e.id.in_(list(event_ids))))
+    return {row.id: row for row in rows}
+
+
+def stuck_events(db: Session, older_than: datetime) -> list[str]:
+    """Events accepted before ``older_than`` and never routed (their enqueue was lost)."""
+    query = select(Event.id).where(
+        Event.status == EventStatus.ACCEPTED, Event.created_at < older_than
+    )
+    return list(db.scalars(query.limit(1000)))
+
+
+def delete_unrouted_events(db: Session, event_ids: Sequence[str]) -> None:
+    """Forget events whose publish could not be completed (nothing was routed yet)."""
+    db.execute(
+        delete(Event).where(Event.id.in_(list(event_ids)), Event.status == EventStatus.ACCEPTED)
+    )
