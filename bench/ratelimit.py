@@ -29,8 +29,7 @@ from pathlib import Path
 from celery import Celery
 
 from hub.embedded import EmbeddedRedis
-from hub.ratelimit import Rate
-from hub.settings import bundled_path
+from hub.settings import Rate, bundled_path
 from hub.store.db import migrate
 from tests.twilio_fake import TwilioFake, start_fake
 

@@ -1,45 +1,117 @@
-"""Spec: rate limits are shared through Redis, so they hold across every worker process."""
+"""Spec: every rate limiter backend keeps one contract; Redis's holds across processes.
+
+The contract runs over the Redis backend and the in-process stub. The stub's
+clock is driven by hand; Redis's is real, so its waits are short and its
+timings asserted in generous ranges.
+"""
 
 from __future__ import annotations
 
 import multiprocessing
 import time
 import uuid
+from collections.abc import Callable
 
 import pytest
 import redis
 
 from hub.errors import ConfigError
-from hub.ratelimit import Rate, RateLimiter
+from hub.ratelimit import (
+    MAX_PAUSE_S,
+    Rate,
+    RateLimiter,
+    RedisRateLimiter,
+    StubRateLimiter,
+)
+
+
+class FakeClock:
+    """A monotonic clock that moves only when told."""
+
+    def __init__(self) -> None:
+        self.now = 1_000.0
+
+    def __call__(self) -> float:
+        return self.now
 
 
 @pytest.fixture
-def limiter(broker_url: str) -> RateLimiter:
-    return RateLimiter(redis.Redis.from_url(broker_url), prefix=f"test:{uuid.uuid4().hex}")
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture(params=["redis", "stub"])
+def limiter(request: pytest.FixtureRequest, clock: FakeClock) -> RateLimiter:
+    if request.param == "redis":
+        url = request.getfixturevalue("broker_url")
+        return RedisRateLimiter(redis.Redis.from_url(url), prefix=f"test:{uuid.uuid4().hex}")
+    return StubRateLimiter(clock=clock)
+
+
+@pytest.fixture
+def elapse(limiter: RateLimiter, clock: FakeClock) -> Callable[[float], None]:
+    """Let ``seconds`` pass for the limiter: the stub's clock moves, Redis's is waited for."""
+
+    def elapse(seconds: float) -> None:
+        if isinstance(limiter, StubRateLimiter):
+            clock.now += seconds
+        else:
+            time.sleep(seconds)
+
+    return elapse
 
 
 @pytest.mark.parametrize(
     ("text", "interval_ms"),
-    [("10/s", 100), ("1/s", 1000), ("50/m", 1200), ("1/5s", 5000), ("2/ms", 0.5), ("3600/h", 1000)],
+    [
+        ("10/s", 100),
+        ("1/s", 1000),
+        ("50/m", 1200),
+        ("1/5s", 5000),
+        ("2/ms", 0.5),
+        ("3600/h", 1000),
+        ("24/d", 3_600_000),
+    ],
 )
 def test_rates_parse_to_an_emission_interval(text: str, interval_ms: float) -> None:
     assert Rate.parse(text).interval_ms == pytest.approx(interval_ms)
 
 
-@pytest.mark.parametrize("text", ["", "10", "ten/s", "0/s", "10/day", "-1/s"])
+@pytest.mark.parametrize(
+    "text", ["", "10", "ten/s", "0/s", "10/day", "-1/s", "1/0s", "1/999999999999d", "1e9/s"]
+)
 def test_bad_rates_are_config_errors_naming_the_value(text: str) -> None:
     with pytest.raises(ConfigError, match="invalid rate"):
         Rate.parse(text)
 
 
-def test_a_token_is_granted_then_the_wait_until_the_next_is_reported(limiter: RateLimiter) -> None:
+# The contract, over every backend.
+
+
+def test_the_first_token_is_free(limiter: RateLimiter) -> None:
+    assert limiter.acquire("sms", Rate.parse("1/s")) == 0
+
+
+def test_the_next_token_waits_about_one_interval(limiter: RateLimiter) -> None:
     rate = Rate.parse("1/s")
 
-    first = limiter.acquire("sms", rate)
-    second = limiter.acquire("sms", rate)
+    limiter.acquire("sms", rate)
+    wait = limiter.acquire("sms", rate)
 
-    assert first == 0
-    assert 0.9 <= second <= 1.0
+    assert 0.5 < wait <= 1.0
+
+
+def test_after_the_reported_wait_a_token_is_free(
+    limiter: RateLimiter, elapse: Callable[[float], None]
+) -> None:
+    rate = Rate.parse("5/s")
+    limiter.acquire("sms", rate)
+    wait = limiter.acquire("sms", rate)
+
+    elapse(wait)
+
+    assert 0 < wait <= 0.2
+    assert limiter.acquire("sms", rate) == 0
 
 
 def test_burst_allows_that_many_at_once(limiter: RateLimiter) -> None:
@@ -48,7 +120,7 @@ def test_burst_allows_that_many_at_once(limiter: RateLimiter) -> None:
     waits = [limiter.acquire("slack", rate, burst=3) for _ in range(4)]
 
     assert waits[:3] == [0, 0, 0]
-    assert waits[3] > 0
+    assert 0.5 < waits[3] <= 1.0
 
 
 def test_limits_are_separate_per_name(limiter: RateLimiter) -> None:
@@ -58,16 +130,50 @@ def test_limits_are_separate_per_name(limiter: RateLimiter) -> None:
     assert limiter.acquire("b", rate) == 0
 
 
-def test_a_pause_makes_every_acquire_wait(limiter: RateLimiter) -> None:
+def test_nothing_is_paused_until_told(limiter: RateLimiter) -> None:
+    assert limiter.paused_for("sms") == 0
+
+
+def test_a_pause_makes_every_acquire_wait_and_is_reported(limiter: RateLimiter) -> None:
     limiter.pause("sms", 5)
 
     wait = limiter.acquire("sms", Rate.parse("100/s"))
 
     assert 4.0 < wait <= 5.0
+    assert 4.0 < limiter.paused_for("sms") <= 5.0
+    assert limiter.paused_for("email") == 0
+
+
+def test_a_pause_ends_after_its_duration(
+    limiter: RateLimiter, elapse: Callable[[float], None]
+) -> None:
+    limiter.pause("sms", 0.1)
+
+    elapse(0.15)
+
+    assert limiter.paused_for("sms") == 0
+    assert limiter.acquire("sms", Rate.parse("100/s")) == 0
+
+
+def test_an_absurd_pause_is_clamped_to_the_cap(limiter: RateLimiter) -> None:
+    limiter.pause("sms", 10 * 365 * 86_400)  # "Retry-After: ten years"
+
+    assert MAX_PAUSE_S - 60 < limiter.paused_for("sms") <= MAX_PAUSE_S
+    assert MAX_PAUSE_S - 60 < limiter.acquire("sms", Rate.parse("1/s")) <= MAX_PAUSE_S
+
+
+@pytest.mark.parametrize("seconds", [0, -5, float("nan")])
+def test_a_pause_of_no_time_pauses_nothing(limiter: RateLimiter, seconds: float) -> None:
+    limiter.pause("sms", seconds)
+
+    assert limiter.paused_for("sms") == 0
+
+
+# Redis only: the point of keeping limits there.
 
 
 def _grab(url: str, prefix: str, start: float, deadline: float, out: multiprocessing.Queue) -> None:  # type: ignore[type-arg]
-    limiter = RateLimiter(redis.Redis.from_url(url), prefix=prefix)
+    limiter = RedisRateLimiter(redis.Redis.from_url(url), prefix=prefix)
     granted = 0
     while time.time() < start:
         pass
