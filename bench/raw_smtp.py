@@ -16,8 +16,8 @@ from multiprocessing.synchronize import Event
 import aiosmtplib
 
 from hub.channels.base import Message
-from hub.channels.email import build_email
-from hub.settings import EmailSettings, bundled_path
+from hub.channels.email import EmailSettings, build_email
+from hub.settings import bundled_path
 from hub.templates import Templates
 
 FROM_ADDRESS = EmailSettings().from_address

@@ -13,12 +13,14 @@ import asyncio
 import json
 from pathlib import Path
 from types import ModuleType
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 from urllib.parse import parse_qs, urlsplit
 
-from hub.channels.base import Channel, Message, Outbox, Receipt
+from pydantic import Field, SecretStr
+
+from hub.channels.base import Channel, Message, Receipt
 from hub.errors import ConfigError, TransientError
-from hub.settings import AppriseSettings
+from hub.settings import ChannelSettings
 
 if TYPE_CHECKING:
     import apprise as apprise_lib
@@ -32,6 +34,13 @@ NOTIFY_TYPES = {
     "error": "failure",
     "critical": "failure",
 }
+
+
+class AppriseSettings(ChannelSettings):
+    """Any Apprise service by URL (tgram://, discord://, msteams://, json://, ...)."""
+
+    urls: list[SecretStr] = Field(default_factory=list)
+    timeout_s: float = Field(15.0, gt=0)
 
 
 def notify_type(message: Message) -> str:
@@ -49,21 +58,26 @@ def _import_apprise() -> ModuleType:
     return apprise
 
 
-class AppriseChannel(Channel):
+class AppriseChannel(Channel[AppriseSettings]):
     """Alerts fanned out to every configured Apprise URL."""
 
     name: ClassVar[str] = CHANNEL
+    queue: ClassVar[str] = "alert"
+    alert: ClassVar[bool] = True
+    settings_model: ClassVar[type[ChannelSettings]] = AppriseSettings
     parts: ClassVar[tuple[str, ...]] = ("body.txt",)
+    outbox_suffix: ClassVar[str] = "json"
 
     def __init__(self, settings: AppriseSettings, outbox_dir: Path) -> None:
-        self.settings = settings
-        self.outbox = Outbox(outbox_dir)
+        super().__init__(settings, outbox_dir)
         self.urls = [url.get_secret_value() for url in settings.urls]
         self.apprise: apprise_lib.Apprise | None = None
 
-    async def start(self) -> None:
-        if not self.urls:
-            return
+    @classmethod
+    def is_configured(cls, settings: Any) -> bool:
+        return bool(settings.urls)
+
+    async def _start(self) -> None:
         apprise = _import_apprise()
         asset = apprise.AppriseAsset(async_mode=True, storage_mode="memory")
         self.apprise = apprise.Apprise(asset=asset)
@@ -86,21 +100,24 @@ class AppriseChannel(Channel):
         if "rto" not in given:
             service.socket_read_timeout = self.settings.timeout_s
 
-    async def close(self) -> None:
+    async def _close(self) -> None:
         self.apprise = None
 
-    async def send(self, message: Message) -> Receipt:
-        receipt_id = f"apprise-{message.notification_id}"
+    def outbox_entry(self, message: Message) -> tuple[bytes, Receipt]:
         title = message.subject or message.event_type
-        kind = notify_type(message)
-        if not self.urls:
-            document = {"title": title, "body": message.text, "notify_type": kind}
-            content = json.dumps(document, ensure_ascii=False, indent=2).encode()
-            path = await self.outbox.write(message, content, "json")
-            return Receipt(receipt_id, {"outbox": str(path)})
-        if self.apprise is None:
-            raise RuntimeError("AppriseChannel.send() before start()")
-        options = {"body": message.text, "title": title, "notify_type": kind, "body_format": "text"}
+        document = {"title": title, "body": message.text, "notify_type": notify_type(message)}
+        content = json.dumps(document, ensure_ascii=False, indent=2).encode()
+        return content, Receipt(f"apprise-{message.notification_id}")
+
+    async def _send(self, message: Message) -> Receipt:
+        assert self.apprise is not None, "started by send()"
+        title = message.subject or message.event_type
+        options = {
+            "body": message.text,
+            "title": title,
+            "notify_type": notify_type(message),
+            "body_format": "text",
+        }
         if hasattr(self.apprise, "async_notify"):
             sent = await self.apprise.async_notify(**options)
         else:
@@ -111,4 +128,4 @@ class AppriseChannel(Channel):
             # as transient and let the retry budget decide. A retry resends to
             # the targets that did succeed, too.
             raise TransientError("one or more targets failed", channel=CHANNEL)
-        return Receipt(receipt_id, {"targets": str(len(self.urls))})
+        return Receipt(f"apprise-{message.notification_id}", {"targets": str(len(self.urls))})

@@ -1,4 +1,11 @@
-"""The small interface every channel implements, and the outbox they share."""
+"""The small interface every channel implements, and the outbox they share.
+
+A channel module declares everything about its channel on its class: name,
+queue, template parts, settings model, default concurrency and rate, whether
+it is configured, and (for providers that report back) how to read a status
+callback. The base owns outbox mode and the client lifecycle, so a channel is
+mostly declaration plus :meth:`Channel._send`.
+"""
 
 from __future__ import annotations
 
@@ -6,9 +13,11 @@ import asyncio
 import re
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Generic, Literal, TypeVar
+
+from hub.settings import ChannelSettings
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,40 +38,123 @@ class Message:
 
 @dataclass(frozen=True, slots=True)
 class Receipt:
-    """What the provider told us about an accepted message."""
+    """What the provider told us about an accepted message; stored with the notification."""
 
     provider_message_id: str
     details: dict[str, str] = field(default_factory=dict)
     segments: int | None = None  # SMS segments billed, for cost visibility
 
 
-class Channel(ABC):
-    """One way of reaching people.
+@dataclass(frozen=True, slots=True)
+class Callback:
+    """A provider's HTTP request to the hub, as received: what a signature covers."""
 
-    Subclasses declare their ``name`` and the template ``parts`` they need,
-    then implement :meth:`send`. Shared clients are opened in
-    :meth:`start` and closed in :meth:`close`, once per worker process.
+    url: str
+    body: bytes
+    headers: Mapping[str, str]
+
+
+@dataclass(frozen=True, slots=True)
+class StatusReport:
+    """A provider's final word on a message it accepted earlier."""
+
+    provider_message_id: str
+    status: Literal["delivered", "undelivered"]
+    error: str | None = None
+    # The recipient asked not to be contacted on this channel again.
+    opt_out: bool = False
+
+
+SettingsT = TypeVar("SettingsT", bound=ChannelSettings)
+
+
+class Channel(ABC, Generic[SettingsT]):
+    """One way of reaching people, through one provider.
+
+    Subclasses declare the class attributes below and implement
+    :meth:`_send` (one attempt; raise TransientError, PermanentError or
+    OutcomeUnknown) and :meth:`outbox_entry` (what to write instead when the
+    channel is not configured). Long-lived clients are opened in
+    :meth:`_start` and released in :meth:`_close`, once per worker process.
     """
 
     name: ClassVar[str]
-    # How many sends of a batch may be in flight at once (email: its SMTP pool).
-    concurrency: int = 8
+    # The Celery queue its deliveries run on; channels of one family share one.
+    queue: ClassVar[str]
+    settings_model: ClassVar[type[ChannelSettings]]
     parts: ClassVar[tuple[str, ...]] = ("body.txt",)
+    # Part of the "alert" pseudo-channel of subscriptions.
+    alert: ClassVar[bool] = False
+    outbox_suffix: ClassVar[str] = "txt"
+    # Whether its providers report outcomes to /v1/callbacks/{name}/{provider}
+    # (see status_report).
+    callbacks: ClassVar[bool] = False
+    # How many sends of a batch may be in flight at once. (A default rate
+    # limit is the ``rate_limit`` default of the channel's settings model.)
+    concurrency: int = 8
+
+    def __init__(self, settings: SettingsT, outbox_dir: Path) -> None:
+        self.settings = settings
+        self.outbox = Outbox(outbox_dir)
+        self._started = False
+
+    @classmethod
+    @abstractmethod
+    def is_configured(cls, settings: Any) -> bool:
+        """Whether ``settings`` name a real provider; otherwise messages go to the outbox."""
+
+    @property
+    def configured(self) -> bool:
+        return self.is_configured(self.settings)
 
     @classmethod
     def describe(cls, text: str) -> dict[str, str | int]:
         """What a preview should show about ``text`` on this channel (e.g. SMS segments)."""
         return {}
 
+    @classmethod
+    def status_report(cls, settings: Any, callback: Callback) -> StatusReport | None:
+        """Read a provider's status callback; None for progress that is no outcome.
+
+        Raises :class:`~hub.errors.InvalidSignature` when the request is not
+        authentic. Channels that set ``callbacks`` override it.
+        """
+        raise NotImplementedError(f"the {cls.name} channel takes no provider callbacks")
+
     async def start(self) -> None:
-        """Open long-lived clients. Called once per worker process."""
+        """Open long-lived clients; nothing to do in outbox mode or when already open."""
+        if self.configured and not self._started:
+            await self._start()
+            self._started = True
 
     async def close(self) -> None:
         """Release what :meth:`start` opened."""
+        if self._started:
+            self._started = False
+            await self._close()
+
+    async def send(self, message: Message) -> Receipt:
+        """Make exactly one attempt, or write the message to the outbox when not configured."""
+        if not self.configured:
+            content, receipt = self.outbox_entry(message)
+            path = await self.outbox.write(message, content, self.outbox_suffix)
+            return replace(receipt, details={**receipt.details, "outbox": str(path)})
+        await self.start()
+        return await self._send(message)
 
     @abstractmethod
-    async def send(self, message: Message) -> Receipt:
-        """Make exactly one attempt; raise TransientError or PermanentError on failure."""
+    def outbox_entry(self, message: Message) -> tuple[bytes, Receipt]:
+        """The file content standing for ``message`` in the outbox, and its receipt."""
+
+    @abstractmethod
+    async def _send(self, message: Message) -> Receipt:
+        """One attempt at the provider; failures raised as classified hub errors."""
+
+    async def _start(self) -> None:
+        """Open long-lived clients (configured channels only)."""
+
+    async def _close(self) -> None:
+        """Release what :meth:`_start` opened."""
 
 
 class Outbox:

@@ -1,27 +1,43 @@
-"""Email over SMTP with aiosmtplib, through a small pool of reused connections.
+"""Email over SMTP, through a small pool of reused connections (:mod:`hub.channels.smtp`).
 
-SMTP replies are classified at this edge: 4xx and connection trouble are
+SMTP replies are classified at that edge: 4xx and connection trouble are
 transient, 5xx permanent. With no SMTP host configured, messages are written
 as ``.eml`` files to the outbox instead.
 """
 
 from __future__ import annotations
 
-import asyncio
 import binascii
 from dataclasses import dataclass
 from email.header import Header
 from email.utils import formataddr, formatdate, parseaddr
 from pathlib import Path
-from typing import ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
-import aiosmtplib
+from pydantic import Field, SecretStr
 
-from hub.channels.base import Channel, Message, Outbox, Receipt
-from hub.errors import PermanentError, TransientError
-from hub.settings import EmailSettings
+from hub.channels.base import Channel, Message, Receipt
+from hub.settings import ChannelSettings
+
+if TYPE_CHECKING:
+    from hub.channels.smtp import SmtpPool
 
 CHANNEL = "email"
+
+
+class EmailSettings(ChannelSettings):
+    """SMTP delivery. An empty ``host`` writes ``.eml`` files to ``var/outbox/email/``."""
+
+    host: str = ""
+    port: int = Field(25, ge=1, le=65535)
+    username: str = ""
+    password: SecretStr = SecretStr("")
+    starttls: bool = False
+    use_tls: bool = False
+    timeout_s: float = Field(10.0, gt=0)
+    from_address: str = "Hub <hub@localhost>"
+    pool_size: int = Field(2, ge=1, le=64)
+    recycle_after: int = Field(100, ge=1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,126 +110,40 @@ def _header(value: str) -> str:
     return value if value.isascii() else Header(value, "utf-8").encode()
 
 
-def classify(exc: Exception) -> TransientError | PermanentError:
-    """Translate an aiosmtplib failure into the hub's transient/permanent errors."""
-    if isinstance(exc, aiosmtplib.SMTPRecipientsRefused) and exc.recipients:
-        exc = exc.recipients[0]
-    if isinstance(exc, aiosmtplib.SMTPResponseException):
-        error_class = PermanentError if exc.code >= 500 else TransientError
-        return error_class(exc.message, channel=CHANNEL, provider_code=exc.code)
-    return TransientError(f"{type(exc).__name__}: {exc}", channel=CHANNEL)
-
-
-@dataclass
-class _Connection:
-    client: aiosmtplib.SMTP
-    sent: int = 0
-
-
-class SmtpPool:
-    """Up to ``pool_size`` SMTP connections, each reused for ``recycle_after`` messages."""
-
-    def __init__(self, settings: EmailSettings) -> None:
-        self.settings = settings
-        self._idle: asyncio.Queue[_Connection | None] = asyncio.Queue()
-        for _ in range(settings.pool_size):
-            self._idle.put_nowait(None)
-
-    async def send(self, email: Email, recipient: str) -> None:
-        """Send over a pooled connection, opening or recycling it as needed."""
-        connection = await self._idle.get()
-        try:
-            connection = await self._ready(connection)
-            await connection.client.sendmail(email.sender, [recipient], email.data)
-            connection.sent += 1
-        except (aiosmtplib.SMTPRecipientsRefused, aiosmtplib.SMTPResponseException) as exc:
-            # 421 means the server is closing the connection; any other reply
-            # leaves it usable once the transaction is reset.
-            if getattr(exc, "code", None) == 421:
-                connection = await self._drop(connection)
-            else:
-                connection = await self._reset(connection)
-            raise classify(exc) from exc
-        except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
-            connection = await self._drop(connection)
-            raise classify(exc) from exc
-        except BaseException:
-            # Cancelled mid-conversation (the attempt timed out): the server's
-            # late reply would answer the next command, so never reuse it.
-            if connection is not None:
-                connection.client.close()
-            connection = None
-            raise
-        finally:
-            self._idle.put_nowait(connection)
-
-    async def _ready(self, connection: _Connection | None) -> _Connection:
-        if connection is not None and (
-            connection.sent >= self.settings.recycle_after or not connection.client.is_connected
-        ):
-            connection = await self._drop(connection)
-        if connection is None:
-            connection = _Connection(await self._connect())
-        return connection
-
-    async def _connect(self) -> aiosmtplib.SMTP:
-        s = self.settings
-        client = aiosmtplib.SMTP(
-            hostname=s.host,
-            port=s.port,
-            use_tls=s.use_tls,
-            start_tls=s.starttls,
-            timeout=s.timeout_s,
-            username=s.username or None,
-            password=s.password.get_secret_value() or None,
-        )
-        await client.connect()
-        return client
-
-    async def _reset(self, connection: _Connection | None) -> _Connection | None:
-        # A refused recipient leaves the transaction open: RSET or reconnect.
-        if connection is None:
-            return None
-        try:
-            await connection.client.rset()
-        except (aiosmtplib.SMTPException, OSError):
-            return await self._drop(connection)
-        return connection
-
-    async def _drop(self, connection: _Connection | None) -> None:
-        if connection is not None:
-            try:
-                await connection.client.quit()
-            except (aiosmtplib.SMTPException, OSError):
-                connection.client.close()
-        return None
-
-    async def close(self) -> None:
-        while not self._idle.empty():
-            await self._drop(self._idle.get_nowait())
-
-
-class EmailChannel(Channel):
+class EmailChannel(Channel[EmailSettings]):
     """Email, one recipient per message."""
 
     name: ClassVar[str] = CHANNEL
+    queue: ClassVar[str] = "email"
+    settings_model: ClassVar[type[ChannelSettings]] = EmailSettings
     parts: ClassVar[tuple[str, ...]] = ("subject.txt", "body.txt")
+    outbox_suffix: ClassVar[str] = "eml"
 
     def __init__(self, settings: EmailSettings, outbox_dir: Path) -> None:
-        self.settings = settings
-        self.outbox = Outbox(outbox_dir)
-        self.pool = SmtpPool(settings) if settings.host else None
+        super().__init__(settings, outbox_dir)
         self.concurrency = settings.pool_size
+        self.pool: SmtpPool | None = None
 
-    async def close(self) -> None:
+    @classmethod
+    def is_configured(cls, settings: Any) -> bool:
+        return bool(settings.host)
+
+    async def _start(self) -> None:
+        from hub.channels.smtp import SmtpPool
+
+        self.pool = SmtpPool(self.settings)
+
+    async def _close(self) -> None:
         if self.pool is not None:
             await self.pool.close()
+            self.pool = None
 
-    async def send(self, message: Message) -> Receipt:
+    def outbox_entry(self, message: Message) -> tuple[bytes, Receipt]:
         email = build_email(message, self.settings.from_address)
-        message_id = email.message_id
-        if self.pool is None:
-            path = await self.outbox.write(message, email.data, "eml")
-            return Receipt(message_id, {"outbox": str(path)})
+        return email.data, Receipt(email.message_id)
+
+    async def _send(self, message: Message) -> Receipt:
+        assert self.pool is not None, "started by send()"
+        email = build_email(message, self.settings.from_address)
         await self.pool.send(email, message.recipient)
-        return Receipt(message_id)
+        return Receipt(email.message_id)

@@ -15,19 +15,31 @@ unsupported URL scheme                :class:`PermanentError`
 from __future__ import annotations
 
 import re
+from abc import abstractmethod
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar, TypeVar
 
 import httpx
+from pydantic import Field
 
 from hub import __version__
-from hub.channels.base import Channel, Outbox
+from hub.channels.base import Channel
 from hub.errors import ConfigError, PermanentError, TransientError
+from hub.settings import ChannelSettings
 
 USER_AGENT = f"hub/{__version__}"
+
+
+class HttpSettings(ChannelSettings):
+    """What every HTTP channel can be told, besides its URL."""
+
+    timeout_s: float = Field(10.0, gt=0)
+
+
+HttpSettingsT = TypeVar("HttpSettingsT", bound=HttpSettings)
 _SECONDS = re.compile(r"\d+(\.\d+)?")
 
 
@@ -115,33 +127,39 @@ async def post(
     return response
 
 
-class HttpChannel(Channel):
+class HttpChannel(Channel[HttpSettingsT]):
     """A channel that POSTs to one configured URL over a client shared for the process.
 
-    An empty URL means outbox mode: nothing is opened and subclasses write
-    what they would have sent to ``self.outbox``.
+    Without a URL the base writes what would have been sent to the outbox.
     """
 
     url_key: ClassVar[str]  # the settings key of the URL, for start-up errors
+    outbox_suffix: ClassVar[str] = "json"
 
-    def __init__(self, url: str, timeout_s: float, outbox_dir: Path) -> None:
-        self.url = url
-        self.timeout_s = timeout_s
-        self.outbox = Outbox(outbox_dir)
+    def __init__(self, settings: HttpSettingsT, outbox_dir: Path) -> None:
+        super().__init__(settings, outbox_dir)
+        self.url = self.url_of(settings)
         self.client: httpx.AsyncClient | None = None
 
-    async def start(self) -> None:
-        if self.url:
-            check_url(self.url, self.url_key)
-            self.client = new_client(self.timeout_s)
+    @classmethod
+    @abstractmethod
+    def url_of(cls, settings: Any) -> str:
+        """The URL to POST to; empty when the channel is not configured."""
 
-    async def close(self) -> None:
+    @classmethod
+    def is_configured(cls, settings: Any) -> bool:
+        return bool(cls.url_of(settings))
+
+    async def _start(self) -> None:
+        check_url(self.url, self.url_key)
+        self.client = new_client(self.settings.timeout_s)
+
+    async def _close(self) -> None:
         if self.client is not None:
             await self.client.aclose()
             self.client = None
 
     async def post_body(self, content: bytes, headers: Mapping[str, str]) -> httpx.Response:
         """One POST of ``content`` to the URL, failures classified."""
-        if self.client is None:
-            raise RuntimeError(f"{type(self).__name__}.send() before start()")
+        assert self.client is not None, "started by send()"
         return await post(self.client, self.name, self.url, content, headers)

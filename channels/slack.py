@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any, ClassVar
+
+from pydantic import SecretStr
 
 from hub.channels import http
 from hub.channels.base import Message, Receipt
-from hub.settings import SlackSettings
+from hub.settings import ChannelSettings
 
 CHANNEL = "slack"
 COLOURS = {
@@ -85,21 +86,33 @@ def build_payload(message: Message) -> dict[str, Any]:
     }
 
 
-class SlackChannel(http.HttpChannel):
+class SlackSettings(http.HttpSettings):
+    """Slack incoming webhook. Empty: payloads go to ``var/outbox/slack/``."""
+
+    webhook_url: SecretStr = SecretStr("")
+
+
+class SlackChannel(http.HttpChannel[SlackSettings]):
     """Alerts to one Slack channel through its incoming webhook."""
 
     name: ClassVar[str] = CHANNEL
+    queue: ClassVar[str] = "alert"
+    alert: ClassVar[bool] = True
+    settings_model: ClassVar[type[ChannelSettings]] = SlackSettings
     parts: ClassVar[tuple[str, ...]] = ("body.txt",)
     url_key: ClassVar[str] = "channels.slack.webhook_url"
 
-    def __init__(self, settings: SlackSettings, outbox_dir: Path) -> None:
-        super().__init__(settings.webhook_url.get_secret_value(), settings.timeout_s, outbox_dir)
+    @classmethod
+    def url_of(cls, settings: Any) -> str:
+        return str(settings.webhook_url.get_secret_value())
 
-    async def send(self, message: Message) -> Receipt:
-        receipt_id = f"slack-{message.notification_id}"
-        body = json.dumps(build_payload(message), ensure_ascii=False).encode()
-        if not self.url:
-            path = await self.outbox.write(message, body, "json")
-            return Receipt(receipt_id, {"outbox": str(path)})
-        await self.post_body(body, {"Content-Type": "application/json; charset=utf-8"})
-        return Receipt(receipt_id)
+    def outbox_entry(self, message: Message) -> tuple[bytes, Receipt]:
+        return _body(message), Receipt(f"slack-{message.notification_id}")
+
+    async def _send(self, message: Message) -> Receipt:
+        await self.post_body(_body(message), {"Content-Type": "application/json; charset=utf-8"})
+        return Receipt(f"slack-{message.notification_id}")
+
+
+def _body(message: Message) -> bytes:
+    return json.dumps(build_payload(message), ensure_ascii=False).encode()

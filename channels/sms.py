@@ -1,50 +1,48 @@
-"""SMS over Twilio's Messages API, with the official ``twilio`` client on aiohttp.
-
-One attempt per :meth:`SmsChannel.send`, classified at this edge:
-
-* HTTP 429 (Twilio 20429) and 503: :class:`TransientError` carrying ``Retry-After``;
-* other 5xx (Twilio 20500): :class:`OutcomeUnknown`, Twilio may have queued the message;
-* 401 (20003), 21211 invalid To, 21608 unverified, 21614 not mobile, any other 4xx:
-  :class:`PermanentError`; 21610 (the recipient replied STOP) also sets ``opt_out``;
-* no connection (refused, DNS, connect timeout): :class:`TransientError`;
-* the request went out but no answer came (timeout, reset): :class:`OutcomeUnknown`.
-
-:class:`~twilio.base.exceptions.TwilioRestException` carries no headers and
-aiohttp's errors do not say whether the request reached the wire, so a small
-subclass of Twilio's HTTP client records both for the task that made the call.
+"""SMS through Twilio's Messages API (the client lives in :mod:`hub.channels.twilio_api`).
 
 Recipients are normalised to E.164 with ``phonenumbers``; bodies are measured in
 GSM-7 septets or UCS-2 units (:func:`count_segments`) and refused or truncated
 above ``max_segments``. With no ``account_sid``, messages are written as text
-files to the outbox instead.
+files to the outbox instead. Twilio's delivery reports arrive at
+``/v1/callbacks/sms/<provider>`` and are read by :meth:`SmsChannel.status_report`.
 """
 
 from __future__ import annotations
 
-import base64
-import json
-from collections.abc import Mapping
-from contextvars import ContextVar
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from types import SimpleNamespace
-from typing import Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
+from urllib.parse import parse_qsl
 
-import aiohttp
 import phonenumbers
-from twilio.base.exceptions import TwilioRestException, TwilioServiceException
-from twilio.http.async_http_client import AsyncTwilioHttpClient
-from twilio.http.response import Response
-from twilio.rest import Client
+from pydantic import Field, SecretStr
 
-from hub.channels.base import Channel, Message, Outbox, Receipt
-from hub.channels.http import parse_retry_after
-from hub.errors import ChannelError, ConfigError, OutcomeUnknown, PermanentError, TransientError
-from hub.settings import SmsSettings
+from hub.channels.base import Callback, Channel, Message, Receipt, StatusReport
+from hub.errors import ConfigError, InvalidSignature, PermanentError
+from hub.settings import ChannelSettings
+
+if TYPE_CHECKING:
+    from hub.channels.twilio_api import TwilioSender
 
 CHANNEL = "sms"
 
 Encoding = Literal["GSM-7", "UCS-2"]
+
+
+class SmsSettings(ChannelSettings):
+    """Twilio SMS. No ``account_sid``: messages go to ``var/outbox/sms/``."""
+
+    account_sid: str = ""
+    auth_token: SecretStr = SecretStr("")
+    from_number: str = ""
+    messaging_service_sid: str = ""
+    api_base: str = Field("", description="Empty: Twilio's own; tests point it at a local fake")
+    status_callback_url: str = Field("", description="Public URL of POST /v1/callbacks/sms/...")
+    default_region: str = Field("US", description="Region for numbers given without +country")
+    max_segments: int = Field(3, ge=1, le=10)
+    over_limit: Literal["refuse", "truncate"] = "refuse"
+    timeout_s: float = Field(10.0, gt=0)
+
 
 # GSM 03.38: the basic table (one septet each; ESC itself left out) and the
 # extension table (ESC + char, two septets each).
@@ -57,13 +55,19 @@ GSM7_EXTENSION = frozenset("\f^{}\\[~]|€")
 SEGMENT_LIMITS: dict[Encoding, tuple[int, int]] = {"GSM-7": (160, 153), "UCS-2": (70, 67)}
 
 # Twilio error codes that need a word of explanation; every other 4xx is a plain rejection.
-_REJECTIONS = {
+REJECTIONS = {
     21211: "invalid 'To' number",
     21608: "the number is unverified (trial accounts only reach verified numbers)",
     21610: "the recipient has opted out (replied STOP)",
     21614: "the 'To' number is not a mobile number",
 }
-_OPTED_OUT = 21610
+OPTED_OUT = 21610
+# Twilio's final MessageStatus values; queued, sent, ... are progress, not outcomes.
+FINAL_STATUSES: dict[str, Literal["delivered", "undelivered"]] = {
+    "delivered": "delivered",
+    "undelivered": "undelivered",
+    "failed": "undelivered",
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,109 +145,23 @@ def to_e164(number: str, default_region: str) -> str:
     return str(phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164))
 
 
-def classify_twilio_error(
-    exc: TwilioRestException | TwilioServiceException, headers: Mapping[str, str]
-) -> ChannelError:
-    """Translate Twilio's error answer: HTTP status first, then a short list of Twilio codes."""
-    status, code = int(exc.status), exc.code
-    provider_code = code or status
-    text = str(exc.msg if isinstance(exc, TwilioRestException) else exc.detail or exc.title)
-    text = text.removeprefix("Unable to create record: ")
-    if status in (429, 503) or code == 20429:
-        retry_after_s = parse_retry_after(headers.get("Retry-After"))
-        return TransientError(
-            f"Twilio is busy (HTTP {status}): {text}",
-            channel=CHANNEL,
-            provider_code=provider_code,
-            retry_after_s=retry_after_s,
-        )
-    if status >= 500 or code == 20500:
-        return OutcomeUnknown(
-            f"Twilio failed (HTTP {status}) and may have queued the message: {text}",
-            channel=CHANNEL,
-            provider_code=provider_code,
-        )
-    if status == 401 or code == 20003:
-        reason = "authentication failed: check channels.sms.account_sid and auth_token"
-    else:
-        reason = _REJECTIONS.get(code or 0, f"rejected (HTTP {status})")
-    return PermanentError(
-        f"{reason}: {text}",
-        channel=CHANNEL,
-        provider_code=provider_code,
-        opt_out=code == _OPTED_OUT,
-    )
-
-
-def classify_network_error(exc: BaseException, *, sent: bool) -> TransientError | OutcomeUnknown:
-    """No HTTP answer: safe to retry only if the request never went out."""
-    what = f"{type(exc).__name__}: {exc}".rstrip(": ")
-    if sent:
-        return OutcomeUnknown(
-            f"no answer after the request was sent, Twilio may have queued it ({what})",
-            channel=CHANNEL,
-        )
-    return TransientError(f"could not reach Twilio ({what})", channel=CHANNEL)
-
-
-@dataclass
-class _Exchange:
-    """What the HTTP layer saw of one send: did the request go out, which headers came back."""
-
-    sent: bool = False
-    headers: Mapping[str, str] = field(default_factory=dict)
-
-
-# Set by SmsChannel.send for the task making the call; read by the HTTP client
-# below. A context variable keeps concurrent sends on one client apart.
-_exchange: ContextVar[_Exchange | None] = ContextVar("hub_sms_exchange", default=None)
-
-
-async def _note_request_sent(
-    session: aiohttp.ClientSession, context: SimpleNamespace, params: Any
-) -> None:
-    if (exchange := _exchange.get()) is not None:
-        exchange.sent = True
-
-
-class _RecordingHttpClient(AsyncTwilioHttpClient):  # type: ignore[misc]
-    """Twilio's aiohttp client, recording each call into the caller's :class:`_Exchange`."""
-
-    def __init__(self, timeout_s: float) -> None:
-        trace = aiohttp.TraceConfig()
-        trace.on_request_headers_sent.append(_note_request_sent)
-        super().__init__(timeout=timeout_s, trace_configs=[trace])
-
-    async def request(
-        self,
-        method: str,
-        url: str,
-        params: dict[str, object] | None = None,
-        data: dict[str, object] | None = None,
-        headers: dict[str, str] | None = None,
-        auth: tuple[str, str] | None = None,
-        timeout: float | None = None,
-        allow_redirects: bool = False,
-    ) -> Response:
-        if auth is not None:
-            # Sent as a header: aiohttp 3.14 deprecates the BasicAuth the parent builds.
-            credentials = base64.b64encode(":".join(auth).encode()).decode()
-            headers = {**(headers or {}), "Authorization": f"Basic {credentials}"}
-        # The parent hands aiohttp its caller's timeout (None: wait forever), not
-        # the one given at construction.
-        response: Response = await super().request(
-            method, url, params, data, headers, None, timeout or self.timeout, allow_redirects
-        )
-        if (exchange := _exchange.get()) is not None:
-            exchange.headers = response.headers or {}
-        return response
-
-
-class SmsChannel(Channel):
+class SmsChannel(Channel[SmsSettings]):
     """SMS through Twilio, one recipient (a phone number) per message."""
 
     name: ClassVar[str] = CHANNEL
+    queue: ClassVar[str] = "sms"
+    settings_model: ClassVar[type[ChannelSettings]] = SmsSettings
     parts: ClassVar[tuple[str, ...]] = ("body.txt",)
+    callbacks: ClassVar[bool] = True
+
+    def __init__(self, settings: SmsSettings, outbox_dir: Path) -> None:
+        _check(settings)
+        super().__init__(settings, outbox_dir)
+        self._sender: TwilioSender | None = None
+
+    @classmethod
+    def is_configured(cls, settings: Any) -> bool:
+        return bool(settings.account_sid)
 
     @classmethod
     def describe(cls, text: str) -> dict[str, str | int]:
@@ -254,43 +172,65 @@ class SmsChannel(Channel):
             "segments": counted.segments,
         }
 
-    def __init__(self, settings: SmsSettings, outbox_dir: Path) -> None:
-        _check(settings)
-        self.settings = settings
-        self.outbox = Outbox(outbox_dir)
-        self._http: _RecordingHttpClient | None = None
-        self._client: Client | None = None
+    @classmethod
+    def status_report(cls, settings: Any, callback: Callback) -> StatusReport | None:
+        """Twilio's delivery report, authenticated by ``X-Twilio-Signature``.
 
-    async def start(self) -> None:
-        """Create the Twilio client and its HTTP session (nothing to do in outbox mode)."""
-        s = self.settings
-        if self._client is not None or not s.account_sid:
-            return
-        http = _RecordingHttpClient(s.timeout_s)
-        client = Client(s.account_sid, s.auth_token.get_secret_value(), http_client=http)
-        # Settings are the one source: ignore TWILIO_EDGE / TWILIO_REGION from the environment.
-        client.edge = client.region = None
-        if s.api_base:
-            client.api.base_url = s.api_base.rstrip("/")
-        self._http, self._client = http, client
+        The signature covers the URL Twilio was given (``status_callback_url``,
+        else the URL the request came to) and the form fields.
+        """
+        from twilio.request_validator import RequestValidator
 
-    async def close(self) -> None:
-        if self._http is not None:
-            await self._http.close()
-        self._http = self._client = None
+        try:
+            form = dict(parse_qsl(callback.body.decode(), keep_blank_values=True))
+        except UnicodeDecodeError:
+            raise InvalidSignature("the body is not UTF-8 form data", "malformed") from None
+        token = settings.auth_token.get_secret_value()
+        url = settings.status_callback_url or callback.url
+        signature = callback.headers.get("X-Twilio-Signature", "")
+        if not token or not RequestValidator(token).validate(url, form, signature):
+            raise InvalidSignature("invalid X-Twilio-Signature", "mismatch")
+        status = FINAL_STATUSES.get(form.get("MessageStatus", ""))
+        if status is None:
+            return None
+        code = form.get("ErrorCode", "")
+        return StatusReport(
+            provider_message_id=form.get("MessageSid", ""),
+            status=status,
+            error=f"twilio error {code}" if code else None,
+            opt_out=code == str(OPTED_OUT),
+        )
 
-    async def send(self, message: Message) -> Receipt:
+    async def _start(self) -> None:
+        from hub.channels.twilio_api import TwilioSender
+
+        self._sender = TwilioSender(self.settings)
+
+    async def _close(self) -> None:
+        if self._sender is not None:
+            await self._sender.close()
+            self._sender = None
+
+    def _prepare(self, message: Message) -> tuple[str, str, Segments, dict[str, str]]:
         to = to_e164(message.recipient, self.settings.default_region)
         body = self._fit(message.text)
         segments = count_segments(body)
         details = {"to": to, "encoding": segments.encoding}
         if body != message.text:
             details["truncated"] = "true"
-        if not self.settings.account_sid:
-            path = await self.outbox.write(message, self._outbox_text(to, body, segments), "txt")
-            details["outbox"] = str(path)
-            return Receipt(f"outbox-{message.notification_id}", details, segments.segments)
-        sid = await self._create(to, body)
+        return to, body, segments, details
+
+    def outbox_entry(self, message: Message) -> tuple[bytes, Receipt]:
+        to, body, segments, details = self._prepare(message)
+        sender = self.settings.messaging_service_sid or self.settings.from_number
+        head = f"To: {to}\nFrom: {sender}\nSegments: {segments.segments}\n"
+        content = f"{head}Encoding: {segments.encoding}\n\n{body}".encode()
+        return content, Receipt(f"outbox-{message.notification_id}", details, segments.segments)
+
+    async def _send(self, message: Message) -> Receipt:
+        to, body, segments, details = self._prepare(message)
+        assert self._sender is not None, "started by send()"
+        sid = await self._sender.create_message(to, body)
         return Receipt(sid, details, segments.segments)
 
     def _fit(self, text: str) -> str:
@@ -305,42 +245,6 @@ class SmsChannel(Channel):
             f"units), more than channels.sms.max_segments = {limit}",
             channel=CHANNEL,
         )
-
-    async def _create(self, to: str, body: str) -> str:
-        await self.start()
-        assert self._client is not None
-        s = self.settings
-        fields: dict[str, str] = {"to": to, "body": body}
-        if s.messaging_service_sid:
-            fields["messaging_service_sid"] = s.messaging_service_sid
-        else:
-            fields["from_"] = s.from_number
-        if s.status_callback_url:
-            fields["status_callback"] = s.status_callback_url
-        exchange = _Exchange()
-        token = _exchange.set(exchange)
-        try:
-            created = await self._client.messages.create_async(**fields)
-        except (TwilioRestException, TwilioServiceException) as exc:
-            raise classify_twilio_error(exc, exchange.headers) from exc
-        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
-            raise classify_network_error(exc, sent=exchange.sent) from exc
-        except json.JSONDecodeError as exc:
-            raise OutcomeUnknown(
-                "Twilio accepted the request with a non-JSON answer", channel=CHANNEL
-            ) from exc
-        finally:
-            _exchange.reset(token)
-        if not created.sid:
-            raise OutcomeUnknown(
-                "Twilio accepted the request without a message sid", channel=CHANNEL
-            )
-        return str(created.sid)
-
-    def _outbox_text(self, to: str, body: str, segments: Segments) -> bytes:
-        sender = self.settings.messaging_service_sid or self.settings.from_number
-        head = f"To: {to}\nFrom: {sender}\nSegments: {segments.segments}\n"
-        return f"{head}Encoding: {segments.encoding}\n\n{body}".encode()
 
 
 def _check(settings: SmsSettings) -> None:

@@ -16,14 +16,14 @@ written to the outbox as an ``.http`` file instead.
 from __future__ import annotations
 
 import json
-from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import httpx
+from pydantic import SecretStr
 
 from hub.channels import http
 from hub.channels.base import Message, Receipt
-from hub.settings import WebhookSettings
+from hub.settings import ChannelSettings
 from hub.webhooks import DELIVERY_HEADER, SIGNATURE_HEADER, sign
 
 CHANNEL = "webhook"
@@ -65,24 +65,39 @@ def _receiver_id(response: httpx.Response) -> str | None:
     return None
 
 
-class WebhookChannel(http.HttpChannel):
+class WebhookSettings(http.HttpSettings):
+    """Generic JSON webhook signed with HMAC-SHA256 (header ``X-Hub-Signature``)."""
+
+    url: str = ""
+    secret: SecretStr = SecretStr("")
+
+
+class WebhookChannel(http.HttpChannel[WebhookSettings]):
     """Events as signed JSON POSTs to one URL."""
 
     name: ClassVar[str] = CHANNEL
+    queue: ClassVar[str] = "alert"
+    alert: ClassVar[bool] = True
+    settings_model: ClassVar[type[ChannelSettings]] = WebhookSettings
     parts: ClassVar[tuple[str, ...]] = ("body.txt",)
     url_key: ClassVar[str] = "channels.webhook.url"
+    outbox_suffix: ClassVar[str] = "http"
 
-    def __init__(self, settings: WebhookSettings, outbox_dir: Path) -> None:
-        super().__init__(settings.url, settings.timeout_s, outbox_dir)
-        self.secret = settings.secret.get_secret_value()
+    @classmethod
+    def url_of(cls, settings: Any) -> str:
+        return str(settings.url)
 
-    async def send(self, message: Message) -> Receipt:
+    def _signed(self, message: Message) -> tuple[bytes, dict[str, str]]:
         body = webhook_body(message)
-        headers = webhook_headers(message, body, self.secret)
+        return body, webhook_headers(message, body, self.settings.secret.get_secret_value())
+
+    def outbox_entry(self, message: Message) -> tuple[bytes, Receipt]:
+        body, headers = self._signed(message)
+        head = "".join(f"{name}: {value}\r\n" for name, value in headers.items())
+        return f"{head}\r\n".encode() + body, Receipt(message.notification_id)
+
+    async def _send(self, message: Message) -> Receipt:
+        body, headers = self._signed(message)
         delivery = message.notification_id
-        if not self.url:
-            head = "".join(f"{name}: {value}\r\n" for name, value in headers.items())
-            path = await self.outbox.write(message, f"{head}\r\n".encode() + body, "http")
-            return Receipt(delivery, {"outbox": str(path)})
         response = await self.post_body(body, headers)
         return Receipt(_receiver_id(response) or delivery, {"delivery": delivery})

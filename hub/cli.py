@@ -7,12 +7,13 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from sqlalchemy.exc import SQLAlchemyError
 
 from hub import queues
+from hub.channels import CHANNELS
 from hub.errors import (
     BrokerUnavailable,
     ConfigError,
@@ -20,9 +21,15 @@ from hub.errors import (
     EventError,
     InvalidFilter,
     NameTaken,
+    TemplateError,
 )
 from hub.settings import Settings, get_settings
 
+if TYPE_CHECKING:
+    from celery import Celery
+
+# Commands import what they run when they run: `hub --help` and `hub publish`
+# must not pay for loading Celery, FastAPI or uvicorn.
 cli = typer.Typer(help="hub: event-driven notifications on Celery and Redis.", no_args_is_help=True)
 keys_cli = typer.Typer(help="Manage API keys.", no_args_is_help=True)
 db_cli = typer.Typer(help="Manage the store's schema.", no_args_is_help=True)
@@ -32,9 +39,6 @@ cli.add_typer(keys_cli, name="keys")
 cli.add_typer(db_cli, name="db")
 cli.add_typer(notifications_cli, name="notifications")
 cli.add_typer(templates_cli, name="templates")
-
-ALL_QUEUES = ",".join(queues.ALL)
-
 
 def fail(message: str, code: int = 2) -> typer.Exit:
     typer.secho(f"hub: {message}", fg=typer.colors.RED, err=True)
@@ -162,27 +166,32 @@ def api(
 
 @cli.command()
 def worker(
-    queues: Annotated[str, typer.Option("-Q", "--queues", help="Queues to consume")] = ALL_QUEUES,
+    consume: Annotated[
+        str, typer.Option("-Q", "--queues", help="Queues to consume (default: all)")
+    ] = "",
     concurrency: Annotated[
         int, typer.Option("-c", "--concurrency", help="Processes (default: 2 per core)")
     ] = 0,
     pool: Annotated[str, typer.Option(help="prefork, threads or solo")] = "prefork",
 ) -> None:
     """Run a Celery worker (all queues unless -Q names some)."""
+    from hub import events
     from hub.runtime import Runtime
 
+    settings = _settings()
     app = _celery()
     try:
         # Built once here so a bad channel setting stops the worker now; Celery
         # would only log it from inside each child process.
-        Runtime(_settings()).close()
+        Runtime(settings, events.publish).close()
     except ConfigError as exc:
         raise fail(str(exc)) from None
+    consume = consume or ",".join(queues.all_queues(settings.channel_classes))
     # Mingle and gossip sync state between workers at start-up; the hub keeps
     # its state in the store, so they would only delay readiness. Task events
     # stay off: three Redis publishes per task cost the consumer ~40% of its
     # time. Flower switches them on at run time when it starts.
-    argv = ["worker", "-Q", queues, "--pool", pool, "--loglevel", "INFO"]
+    argv = ["worker", "-Q", consume, "--pool", pool, "--loglevel", "INFO"]
     argv += ["--without-mingle", "--without-gossip"]
     # Two per core: a delivery spends more time waiting on its provider and
     # the store than computing, and one process per core left the cores idle
@@ -200,13 +209,14 @@ def beat() -> None:
     _celery().start(["beat", "--schedule", str(schedule), "--loglevel", "INFO"])
 
 
-def _celery():  # type: ignore[no-untyped-def]
+def _celery() -> Celery:
+    from hub.worker import get_app
+
     _settings()
     try:
-        from hub.worker import app
+        return get_app()
     except ConfigError as exc:
         raise fail(str(exc)) from None
-    return app
 
 
 @cli.command()
@@ -347,22 +357,21 @@ def outbox(
 @templates_cli.command("preview")
 def templates_preview(
     name: Annotated[str, typer.Argument(help="Template folder, e.g. user.registered")],
-    channel: Annotated[str, typer.Option(help="email, sms, slack, webhook or apprise")] = "email",
+    channel: Annotated[str, typer.Option(help=f"One of: {', '.join(CHANNELS)}")] = "email",
     data: Annotated[str, typer.Option(help="Sample event data as JSON, or @file.json")] = "{}",
     event_type: Annotated[str, typer.Option(help="Shown to the template as event.type")] = "",
 ) -> None:
     """Render a template with sample data as a channel would send it (SMS: with segments)."""
-    from hub.channels import CHANNELS
-    from hub.errors import TemplateError
     from hub.templates import Templates
 
     settings = _settings()
-    if channel not in CHANNELS:
-        raise fail(f"--channel: unknown channel {channel!r}; known: {', '.join(CHANNELS)}")
+    known = settings.channel_classes
+    if channel not in known:
+        raise fail(f"--channel: unknown channel {channel!r}; known: {', '.join(known)}")
     payload = _json_option("--data", data)
     try:
         rendered, details = Templates(settings.all_template_dirs).preview(
-            name, event_type, payload, CHANNELS[channel]
+            name, event_type, payload, known[channel]
         )
     except TemplateError as exc:
         raise fail(str(exc)) from None

@@ -24,9 +24,10 @@ from sqlalchemy.exc import IntegrityError
 
 from hub.errors import BrokerUnavailable, ConfigError, EventError
 from hub.settings import EventType, get_settings
-from hub.store import repository
+from hub.store import events as stored_events
 from hub.store.db import session
 from hub.store.models import Event
+from hub.worker import enqueue_routes
 
 _REQUIRED = re.compile(r"^'(.+)' is a required property$")
 
@@ -148,12 +149,9 @@ def _store_and_enqueue(events: list[Event], keep_if_broker_down: bool = False) -
     already began routing them, or ``keep_if_broker_down``: the sweeper then
     enqueues them later) and :class:`BrokerUnavailable` raised.
     """
-    # Imported on use: building the Celery app needs a broker URL; validating does not.
-    from hub.worker import enqueue_routes
-
     url = get_settings().resolved_database_url
     with session(url) as db:
-        stored = repository.add_events(db, events)
+        stored = stored_events.add_events(db, events)
     created = [event.id for event, new in stored if new]
     try:
         enqueue_routes(created)
@@ -233,7 +231,7 @@ def _forget(url: str, event_ids: list[str]) -> bool:
     """
     try:
         with session(url) as db:
-            repository.delete_unrouted_events(db, event_ids)
+            stored_events.delete_unrouted_events(db, event_ids)
     except IntegrityError:
         return False
     return True

@@ -8,7 +8,7 @@ import secrets
 from sqlalchemy.exc import IntegrityError
 
 from hub.errors import NameTaken
-from hub.store import repository
+from hub.store import keys as stored_keys
 from hub.store.db import session
 
 PREFIX = "hub_"
@@ -23,7 +23,7 @@ def create_key(database_url: str, name: str) -> str:
     key = PREFIX + secrets.token_urlsafe(32)
     try:
         with session(database_url) as db:
-            repository.add_api_key(db, name, hash_key(key))
+            stored_keys.add_api_key(db, name, hash_key(key))
     except IntegrityError as exc:
         raise NameTaken(f"an API key named {name!r} already exists") from exc
     return key
@@ -31,4 +31,4 @@ def create_key(database_url: str, name: str) -> str:
 
 def is_valid(database_url: str, key: str) -> bool:
     with session(database_url) as db:
-        return repository.api_key_exists(db, hash_key(key))
+        return stored_keys.api_key_exists(db, hash_key(key))

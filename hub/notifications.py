@@ -3,34 +3,38 @@
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 
 from hub.errors import BrokerUnavailable, InvalidFilter
-from hub.settings import Settings
-from hub.store import repository
+from hub.settings import Settings, parse_duration
+from hub.store import notifications as stored_notifications
 from hub.store.db import session
 from hub.store.models import Notification
+from hub.worker import enqueue_deliveries
 
 log = logging.getLogger(__name__)
-
-_DURATION = re.compile(r"^(\d+)\s*(s|m|h|d)$")
-_UNIT = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
 
 
 def parse_since(value: str | None) -> datetime | None:
     """``"1h"``, ``"30m"``, ``"2d"`` ago, or an ISO 8601 timestamp."""
     if not value:
         return None
-    if match := _DURATION.match(value.strip()):
-        delta = timedelta(**{_UNIT[match.group(2)]: int(match.group(1))})
-        return datetime.now(UTC) - delta
     try:
         moment = datetime.fromisoformat(value)
     except ValueError:
-        raise InvalidFilter(f"since: {value!r} is neither a duration (1h) nor ISO 8601") from None
-    return moment.astimezone(UTC) if moment.tzinfo else moment.replace(tzinfo=UTC)
+        pass
+    else:
+        return moment.astimezone(UTC) if moment.tzinfo else moment.replace(tzinfo=UTC)
+    text = value.strip()
+    # A bare number stays refused: "20240101" is a date above, "2024010" a typo.
+    if not (text[:1].isdigit() and text[-1:].isalpha()):
+        raise InvalidFilter(f"since: {value!r} is neither a duration (1h) nor ISO 8601")
+    try:
+        seconds = parse_duration(text, "since", positive=False)
+    except ValueError as exc:  # "1y", or too long ago for a date: names `since`
+        raise InvalidFilter(str(exc)) from None
+    return datetime.now(UTC) - timedelta(seconds=seconds)
 
 
 def find(
@@ -43,7 +47,7 @@ def find(
 ) -> Sequence[Notification]:
     """Notifications matching the filters, newest first."""
     with session(settings.resolved_database_url) as db:
-        return repository.find_notifications(
+        return stored_notifications.find_notifications(
             db, statuses=statuses, channel=channel, since=since, limit=limit
         )
 
@@ -58,15 +62,13 @@ def retry(
     limit: int = 1000,
 ) -> list[str]:
     """Requeue the given notifications, or those matching the filters; their ids."""
-    from hub.worker import enqueue_deliveries  # the Celery app needs a broker URL
-
     with session(settings.resolved_database_url) as db:
         if not ids:
-            found = repository.find_notifications(
+            found = stored_notifications.find_notifications(
                 db, statuses=statuses, channel=channel, since=since, limit=limit
             )
             ids = [n.id for n in found]
-        requeued = repository.requeue(db, ids) if ids else []
+        requeued = stored_notifications.requeue(db, ids) if ids else []
     try:
         enqueue_deliveries(requeued)
     except BrokerUnavailable as exc:

@@ -2,17 +2,22 @@
 
 ``celery`` is Celery's default, so other apps' ``send_task("hub.publish")``
 lands there with no queue argument; ``events`` takes routing and the
-sweeper; each channel family gets a queue of its own, so each can get its own
-workers and a slow provider never holds up another.
+sweeper; each channel declares its queue (channels of one family share one),
+so each can get its own workers and a slow provider never holds up another.
 """
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from hub.channels.base import Channel
 
 DEFAULT = "celery"
 EVENTS = "events"
-BY_CHANNEL = {
-    "email": "email",
-    "sms": "sms",
-    "slack": "alert",
-    "webhook": "alert",
-    "apprise": "alert",
-}
-ALL = (DEFAULT, EVENTS, *dict.fromkeys(BY_CHANNEL.values()))
+
+
+def all_queues(channels: Mapping[str, type[Channel]]) -> tuple[str, ...]:
+    """Every queue the hub uses, the channels' own after the two shared ones."""
+    return (DEFAULT, EVENTS, *dict.fromkeys(channel.queue for channel in channels.values()))

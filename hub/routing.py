@@ -14,10 +14,11 @@ import jinja2
 from sqlalchemy.orm import Session
 
 from hub.errors import ConfigError, TemplateError
-from hub.settings import Settings, Subscription
-from hub.store import repository
-from hub.store.repository import NewNotification, notification_id
-from hub.templates import Templates
+from hub.settings import ALERT, Settings, Subscription
+from hub.store import events as stored_events
+from hub.store import notifications as stored_notifications
+from hub.store.notifications import NewNotification, notification_id
+from hub.templates import Templates, context_for
 
 log = logging.getLogger(__name__)
 
@@ -34,11 +35,6 @@ def check_subscriptions(settings: Settings, templates: Templates) -> None:
                 templates.env.compile_expression(subscription.when)
         except jinja2.TemplateSyntaxError as exc:
             raise ConfigError(f"{where}: {exc.message}") from exc
-
-
-def context_for(event_id: str, event_type: str, data: dict[str, Any]) -> dict[str, Any]:
-    """What templates, recipient expressions and conditions can refer to."""
-    return {"event": {"id": event_id, "type": event_type}, "data": data}
 
 
 def plan(
@@ -69,7 +65,7 @@ def plan(
             log.error("subscription %r skipped for event %s: %s", subscription.name, event_id, exc)
             continue
         recipients = [r.strip() for r in rendered.split(",") if r.strip()]
-        channels = alert_targets if subscription.channel == "alert" else [subscription.channel]
+        channels = alert_targets if subscription.channel == ALERT else [subscription.channel]
         for channel, recipient in product(channels, recipients):
             nid = notification_id(event_id, subscription.name, channel, recipient)
             planned[nid] = NewNotification(
@@ -91,7 +87,7 @@ def route_events(
     Safe to repeat: notification ids are deterministic, so a redelivered
     routing task finds the rows it already made.
     """
-    stored = repository.events_by_id(db, event_ids)
+    stored = stored_events.events_by_id(db, event_ids)
     routed = [stored[event_id] for event_id in event_ids if event_id in stored]
     planned = [
         notification
@@ -105,4 +101,4 @@ def route_events(
             settings.channels.alert_targets,
         )
     ]
-    return repository.add_notifications(db, [event.id for event in routed], planned)
+    return stored_notifications.add_notifications(db, [event.id for event in routed], planned)

@@ -17,9 +17,11 @@ from typing import Any, TypeVar
 
 import redis
 
-from hub.channels import CHANNELS, Channel
+from hub import events
+from hub.channels.base import Channel
 from hub.errors import ConfigError
-from hub.ratelimit import Rate, RateLimiter
+from hub.middleware import Middleware, Publish, default_middleware
+from hub.ratelimit import RateLimiter, RedisRateLimiter
 from hub.routing import check_subscriptions
 from hub.settings import Settings, get_settings
 from hub.templates import Templates
@@ -27,24 +29,28 @@ from hub.templates import Templates
 T = TypeVar("T")
 
 
-def build_channels(settings: Settings) -> dict[str, Channel]:
-    """Every channel, configured from its settings; unconfigured ones write to the outbox."""
+def build_channels(settings: Settings) -> dict[str, Channel[Any]]:
+    """Every channel, on its first provider; unconfigured ones write to the outbox."""
     outbox = settings.var_dir / "outbox"
     return {
-        name: channel(settings.channels.of(name), outbox / name)  # type: ignore[call-arg]
-        for name, channel in CHANNELS.items()
+        name: channel(settings.channels.of(name).all_providers[0], outbox / name)
+        for name, channel in settings.channel_classes.items()
     }
 
 
 class Runtime:
-    """Per-process resources shared by every task the process runs."""
+    """Per-process resources shared by every task the process runs.
 
-    def __init__(self, settings: Settings) -> None:
+    ``publish`` is how delivery middleware publishes events back into the
+    hub (the failure announcement), so delivery itself never imports events.
+    """
+
+    def __init__(self, settings: Settings, publish: Publish) -> None:
         self.settings = settings
         self.templates = Templates(settings.all_template_dirs)
         check_subscriptions(settings, self.templates)
         self.channels = build_channels(settings)
-        self.limiter = _limiter(settings, self.channels)
+        self.middleware: list[Middleware] = default_middleware(_limiter(settings), publish)
         self._loop = asyncio.new_event_loop()
         # Threads of a `--pool threads` worker take turns on the loop.
         self._turn = threading.Lock()
@@ -54,25 +60,6 @@ class Runtime:
         except BaseException:
             self.close()
             raise
-
-    def throttle(self, channel: str) -> float:
-        """0.0 when ``channel`` may send now, else the seconds until it may."""
-        if self.limiter is None:
-            return 0.0
-        limits = self.settings.channels.of(channel)
-        if not limits.rate_limit:
-            return self.limiter.paused_for(channel)
-        return self.limiter.acquire(channel, Rate.parse(limits.rate_limit), limits.burst)
-
-    def rate_interval_s(self, channel: str) -> float:
-        """Seconds between two sends ``channel``'s rate limit allows (0.0 without one)."""
-        limit = self.settings.channels.of(channel).rate_limit
-        return Rate.parse(limit).interval_ms / 1000 if limit else 0.0
-
-    def pause(self, channel: str, seconds: float) -> None:
-        """Hold every worker's sends on ``channel`` (a provider asked us to back off)."""
-        if self.limiter is not None:
-            self.limiter.pause(channel, seconds)
 
     def run(self, coroutine: Coroutine[Any, Any, T], timeout_s: float) -> T:
         """Run ``coroutine`` on the process's loop; cancel it after ``timeout_s``."""
@@ -85,14 +72,14 @@ class Runtime:
         self._loop.close()
 
 
-def _limiter(settings: Settings, channels: dict[str, Channel]) -> RateLimiter | None:
+def _limiter(settings: Settings) -> RateLimiter | None:
     url = settings.rate_limit_redis_url
-    limited = [name for name in channels if settings.channels.of(name).rate_limit]
+    limited = [name for name in settings.channel_classes if settings.channels.of(name).rate_limit]
     if limited and not url:
         raise ConfigError(
             f"channels.{limited[0]}.rate_limit needs Redis: set redis_url (the broker is not Redis)"
         )
-    return RateLimiter(redis.Redis.from_url(url)) if url else None
+    return RedisRateLimiter(redis.Redis.from_url(url)) if url else None
 
 
 _runtime: Runtime | None = None
@@ -105,7 +92,7 @@ def get_runtime() -> Runtime:
     global _runtime, _runtime_pid
     with _lock:
         if _runtime is None or _runtime_pid != os.getpid():
-            _runtime, _runtime_pid = Runtime(get_settings()), os.getpid()
+            _runtime, _runtime_pid = Runtime(get_settings(), events.publish), os.getpid()
         return _runtime
 
 

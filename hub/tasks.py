@@ -11,6 +11,7 @@ import logging
 from collections import Counter
 from typing import Any
 
+from celery import shared_task
 from celery.signals import worker_process_init, worker_process_shutdown, worker_shutdown
 
 from hub import events
@@ -19,11 +20,11 @@ from hub.delivery import deliver as deliver_notifications
 from hub.errors import EventError
 from hub.routing import route_events
 from hub.runtime import close_runtime, get_runtime
-from hub.store import repository
-from hub.store.db import session
+from hub.store import events as stored_events
+from hub.store import notifications as stored_notifications
+from hub.store.db import seconds_ago, session
 from hub.worker import (
     DELIVERY_BATCH,
-    app,
     consumes,
     enqueue_deliveries,
     enqueue_route,
@@ -33,7 +34,7 @@ from hub.worker import (
 log = logging.getLogger(__name__)
 
 
-@app.task(name="hub.publish")
+@shared_task(name="hub.publish")
 def publish(type: str, data: dict[str, Any], id: str | None = None) -> dict[str, Any]:
     """Publish an event from another Celery app: ``send_task("hub.publish", kwargs=...)``."""
     try:
@@ -45,13 +46,13 @@ def publish(type: str, data: dict[str, Any], id: str | None = None) -> dict[str,
     return {"id": accepted.id, "status": "accepted", "duplicate": accepted.duplicate}
 
 
-@app.task(name="hub.route")
+@shared_task(name="hub.route")
 def route(event_id: str) -> int:
     """Turn a stored event into notifications and deliver or enqueue them."""
     return route_many([event_id])
 
 
-@app.task(name="hub.route_many")
+@shared_task(name="hub.route_many")
 def route_many(event_ids: list[str]) -> int:
     """Route a batch of stored events; deliver a small result right here.
 
@@ -74,7 +75,7 @@ def route_many(event_ids: list[str]) -> int:
             for channel, ids in by_channel.items()
             if small and consumes(queue_for(channel))
         }
-        claims = [claim(db, channel, ids) for channel, ids in here.items()]
+        claims = [claim(runtime, db, channel, ids) for channel, ids in here.items()]
     enqueue_deliveries(
         (notification_id, channel)
         for channel, ids in by_channel.items()
@@ -86,7 +87,7 @@ def route_many(event_ids: list[str]) -> int:
     return len(queued)
 
 
-@app.task(name="hub.deliver")
+@shared_task(name="hub.deliver")
 def deliver(channel: str, notification_ids: list[str]) -> dict[str, int]:
     """One attempt for each of a batch; retries and rate-limit waits come back after a countdown."""
     outcomes = deliver_notifications(get_runtime(), channel, notification_ids)
@@ -102,17 +103,17 @@ def _retry_later(channel: str, outcomes: list[Outcome]) -> None:
             enqueue_deliveries([(outcome.notification_id, channel)], countdown=outcome.retry_in_s)
 
 
-@app.task(name="hub.sweep")
+@shared_task(name="hub.sweep")
 def sweep() -> dict[str, int]:
     """Re-enqueue what the broker lost: unrouted events and stalled notifications."""
     settings = get_runtime().settings
     policy = settings.delivery
     with session(settings.resolved_database_url) as db:
-        event_ids = repository.stuck_events(db, repository.seconds_ago(policy.stuck_after_s))
-        notifications = repository.stuck_notifications(
+        event_ids = stored_events.stuck_events(db, seconds_ago(policy.stuck_after_s))
+        notifications = stored_notifications.stuck_notifications(
             db,
-            repository.seconds_ago(policy.stuck_after_s),
-            repository.seconds_ago(policy.stuck_after_s + policy.backoff_max_s),
+            seconds_ago(policy.stuck_after_s),
+            seconds_ago(policy.stuck_after_s + policy.backoff_max_s),
         )
     for event_id in event_ids:
         enqueue_route(event_id)

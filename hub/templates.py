@@ -11,15 +11,22 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jinja2
 from jinja2.sandbox import SandboxedEnvironment
 
-from hub.channels.base import Channel
 from hub.errors import TemplateError
 
+if TYPE_CHECKING:
+    from hub.channels.base import Channel
+
 PARTS = ("subject.txt", "body.txt", "body.html")
+
+
+def context_for(event_id: str, event_type: str, data: dict[str, Any]) -> dict[str, Any]:
+    """What templates, recipient expressions and conditions can refer to."""
+    return {"event": {"id": event_id, "type": event_type}, "data": data}
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,10 +84,10 @@ class Templates:
             raise TemplateError(name, f"{part}: {exc}") from exc
 
     def preview(
-        self, name: str, event_type: str, data: dict[str, Any], channel: type[Channel]
+        self, name: str, event_type: str, data: dict[str, Any], channel: type[Channel[Any]]
     ) -> tuple[Rendered, dict[str, str | int]]:
         """Render ``name`` with sample ``data`` as ``channel`` would send it, and what it costs."""
-        context = {"event": {"id": "evt_preview", "type": event_type}, "data": data}
+        context = context_for("evt_preview", event_type, data)
         rendered = self.render(name, context, channel.parts)
         return rendered, channel.describe(rendered.text)
 

@@ -1,11 +1,13 @@
 """The Celery app: reliability settings, beat schedule, and how work is enqueued.
 
-The queues are named in :mod:`hub.queues`.
+Nothing is built at import: :func:`get_app` makes the app on first use, from
+the settings. The queues are named in :mod:`hub.queues` and by the channels.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from functools import cache
 from typing import Any
 
 import kombu.exceptions
@@ -63,7 +65,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         },
         "worker_hijack_root_logger": False,
         "task_default_queue": queues.DEFAULT,
-        "task_queues": [Queue(name) for name in queues.ALL],
+        "task_queues": [Queue(name) for name in queues.all_queues(settings.channel_classes)],
         "task_routes": {
             "hub.route": {"queue": queues.EVENTS},
             "hub.route_many": {"queue": queues.EVENTS},
@@ -75,24 +77,31 @@ def celery_config(settings: Settings) -> dict[str, Any]:
     }
 
 
-app = Celery("hub", include=["hub.tasks"])
-app.config_from_object(celery_config(get_settings()))
+@cache
+def get_app() -> Celery:
+    """The process's Celery app, configured from the settings on first use.
+
+    Raises :class:`ConfigError` when there is no broker to talk to.
+    """
+    app = Celery("hub", include=["hub.tasks"], set_as_current=True)
+    app.config_from_object(celery_config(get_settings()))
+    return app
 
 
 def queue_for(channel: str) -> str:
     """The queue a channel's deliveries run on."""
-    return queues.BY_CHANNEL[channel]
+    return get_settings().channel_classes[channel].queue
 
 
 def consumes(queue: str) -> bool:
     """Whether this worker takes tasks from ``queue`` (``-Q``); outside a worker, every queue."""
-    return queue in app.amqp.queues.consume_from
+    return queue in get_app().amqp.queues.consume_from
 
 
 def enqueue(task: str, args: list[Any], queue: str, countdown: float | None = None) -> None:
     """Publish a task by name, turning broker failures into :class:`BrokerUnavailable`."""
     try:
-        app.send_task(task, args=args, queue=queue, countdown=countdown)
+        get_app().send_task(task, args=args, queue=queue, countdown=countdown)
     except (kombu.exceptions.OperationalError, OSError) as exc:
         raise BrokerUnavailable(f"broker unavailable: {exc}") from exc
 

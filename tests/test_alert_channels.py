@@ -14,13 +14,12 @@ import pytest
 from pydantic import SecretStr
 
 from hub import __version__
-from hub.channels.apprise import AppriseChannel
+from hub.channels.apprise import AppriseChannel, AppriseSettings
 from hub.channels.base import Channel, Message, Receipt
-from hub.channels.slack import SlackChannel
-from hub.channels.webhook import WebhookChannel
+from hub.channels.slack import SlackChannel, SlackSettings
+from hub.channels.webhook import WebhookChannel, WebhookSettings
 from hub.embedded import _free_port
 from hub.errors import ConfigError, PermanentError, TransientError
-from hub.settings import AppriseSettings, SlackSettings, WebhookSettings
 from hub.webhooks import verify
 from tests.http_receiver import HttpReceiver, Response
 

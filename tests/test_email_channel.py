@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from hub.channels import EmailChannel, Message
+from hub.channels.base import Message
+from hub.channels.email import EmailChannel, EmailSettings
 from hub.errors import PermanentError, TransientError
-from hub.settings import EmailSettings
 from tests.smtp_sink import SmtpSink, _free_port, start_sink
 
 

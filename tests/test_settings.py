@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import math
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from hub.errors import ConfigError
 from hub.events import Catalog
-from hub.settings import EventType, bundled_path, load_settings
+from hub.settings import EventType, bundled_path, load_settings, parse_duration
 
 
 @pytest.fixture(autouse=True)
@@ -120,3 +123,192 @@ def test_a_mistyped_env_var_is_refused_naming_it(
 
     with pytest.raises(ConfigError, match="env var HUB_BROKER_URI: no such setting"):
         load_settings(settings_file)
+
+
+def _line(text: str, wanted: str, after: str = "") -> int:
+    """1-based number of the first line equal to ``wanted`` after the line ``after``."""
+    lines = text.splitlines()
+    start = lines.index(after) if after else 0
+    return lines.index(wanted, start) + 1
+
+
+def test_a_nested_key_names_its_own_line_not_a_namesake_elsewhere(tmp_path: Path) -> None:
+    path = tmp_path / "settings.toml"
+    text = '[api]\nport = 8000\n\n[channels.email]\nhost = "smtp.example.com"\nport = "x"\n'
+    path.write_text(text)
+
+    with pytest.raises(ConfigError) as error:
+        load_settings(path)
+
+    line = _line(text, 'port = "x"')
+    assert line == 6
+    assert f"{path}:{line}: channels.email.port:" in str(error.value)
+
+
+SUBSCRIPTIONS = """
+[events."user.registered"]
+description = "A user created an account."
+
+[[subscriptions]]
+name = "welcome"
+event = "user.registered"
+channel = "email"
+to = "{{ data.email }}"
+template = "welcome"
+
+[[subscriptions]]
+name = "welcome-sms"
+event = "user.registered"
+channel = "sms"
+to = "{{ data.phone }}"
+templat = "welcome"
+"""
+
+
+def test_a_bad_key_in_the_second_list_item_names_its_line(tmp_path: Path) -> None:
+    path = tmp_path / "settings.toml"
+    path.write_text(SUBSCRIPTIONS)
+
+    with pytest.raises(ConfigError) as error:
+        load_settings(path)
+
+    typo = _line(SUBSCRIPTIONS, 'templat = "welcome"')
+    assert f"{path}:{typo}: subscriptions.1.templat: Extra inputs are not permitted" in str(
+        error.value
+    )
+
+
+def test_a_missing_key_names_the_line_of_its_table(tmp_path: Path) -> None:
+    path = tmp_path / "settings.toml"
+    path.write_text(SUBSCRIPTIONS)
+
+    with pytest.raises(ConfigError) as error:
+        load_settings(path)
+
+    second = _line(SUBSCRIPTIONS, "[[subscriptions]]", after='template = "welcome"')
+    assert f"{path}:{second}: subscriptions.1.template: Field required" in str(error.value)
+
+
+def test_keys_inside_multi_line_strings_and_arrays_are_not_mistaken_for_keys(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "settings.toml"
+    text = (
+        'template_dirs = [\n  "a",  # [not a table\n]\n'
+        '[events."x.y"]\ndescription = """\n[api]\nport = 1\n"""\n'
+        '[api]\nhost = "127.0.0.1"\nport = 0\n'
+    )
+    path.write_text(text)
+
+    with pytest.raises(ConfigError) as error:
+        load_settings(path)
+
+    assert f"{path}:{_line(text, 'port = 0')}: api.port:" in str(error.value)
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [("HUB_TEMPLATE_DIRS", "[x"), ("HUB_CHANNELS__EMAIL", "{"), ("HUB_EVENTS", '{"a": ')],
+)
+def test_bad_json_in_an_env_var_is_one_line_naming_it(
+    settings_file: Path, monkeypatch: pytest.MonkeyPatch, name: str, value: str
+) -> None:
+    monkeypatch.setenv(name, value)
+
+    with pytest.raises(ConfigError) as error:
+        load_settings(settings_file)
+
+    message = str(error.value)
+    assert message.startswith(f"env var {name}: not valid JSON: ")
+    assert "\n" not in message
+    assert error.value.__suppress_context__  # no pydantic-settings traceback behind it
+
+
+@pytest.mark.parametrize(
+    ("value", "seconds"),
+    [
+        ("500ms", 0.5),
+        ("30s", 30),
+        ("5m", 300),
+        ("24h", 86_400),
+        ("2d", 172_800),
+        (" 1 h ", 3_600),
+        ("90", 90),
+        ("2.5", 2.5),
+        (30, 30),
+        (1.5, 1.5),
+        ("36500d", 36_500 * 86_400),
+    ],
+)
+def test_durations_are_an_int_with_a_unit_or_seconds(value: str | float, seconds: float) -> None:
+    assert parse_duration(value, "delivery.window") == pytest.approx(seconds)
+
+
+@pytest.mark.parametrize(
+    ("value", "problem"),
+    [
+        ("", "is not a duration"),
+        ("soon", "is not a duration"),
+        ("1.5h", "is not a duration"),
+        ("10y", "is not a duration"),
+        (math.nan, "is not a duration"),
+        (True, "is not a duration"),
+        ("-5s", "must be above zero"),
+        (-1, "must be above zero"),
+        ("0s", "must be above zero"),
+        (0, "must be above zero"),
+        ("999999999999d", "longer than 100 years"),
+        ("9" * 5000 + "d", "longer than 100 years"),
+        (10**400, "longer than 100 years"),
+        (math.inf, "longer than 100 years"),
+    ],
+)
+def test_a_bad_duration_is_a_value_error_naming_the_key(value: str | float, problem: str) -> None:
+    with pytest.raises(ValueError, match=problem) as error:
+        parse_duration(value, "delivery.window")
+
+    assert str(error.value).startswith("delivery.window: ")
+    assert len(str(error.value)) < 120  # a huge value is not echoed whole
+
+
+def test_zero_is_a_duration_where_a_positive_one_is_not_needed() -> None:
+    assert parse_duration("0s", "delay", positive=False) == 0.0
+    with pytest.raises(ValueError, match="delay: '-1s' must be at least zero"):
+        parse_duration("-1s", "delay", positive=False)
+
+
+VENDOR_SDKS = ("twilio", "aiohttp", "aiosmtplib", "apprise", "redis", "celery")
+
+
+def _modules_loaded_by(statement: str) -> list[str]:
+    probe = f"import sys; {statement}; print(' '.join(sorted(sys.modules)))"
+    loaded = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True
+    ).stdout
+    return loaded.split()
+
+
+def test_settings_sit_below_everything_but_the_errors_and_the_channel_registry() -> None:
+    # Everything imports settings; settings importing back would be a cycle,
+    # and a CLI command that only reads settings would pay for redis.
+    loaded = _modules_loaded_by("import hub.settings")
+
+    hub_modules = {m for m in loaded if m == "hub" or m.startswith("hub.")}
+    assert hub_modules - {"hub", "hub.errors", "hub.channels"} == {
+        m for m in hub_modules if m.startswith("hub.settings")
+    }
+    assert not [m for m in loaded if m.split(".")[0] in VENDOR_SDKS]
+
+
+@pytest.mark.parametrize(
+    "statement",
+    [
+        "import hub.channels",
+        "import hub.settings; hub.settings.load_settings()",
+        "import hub.routing",
+    ],
+)
+def test_channels_settings_and_routing_load_no_vendor_sdk(statement: str) -> None:
+    loaded = _modules_loaded_by(statement)
+
+    assert not [m for m in loaded if m.split(".")[0] in VENDOR_SDKS[:4]]

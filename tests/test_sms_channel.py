@@ -13,9 +13,8 @@ import pytest
 
 from hub.channels.base import Message, Receipt
 from hub.channels.http import parse_retry_after
-from hub.channels.sms import SmsChannel, count_segments, truncate_to_segments
+from hub.channels.sms import SmsChannel, SmsSettings, count_segments, truncate_to_segments
 from hub.errors import ChannelError, ConfigError, OutcomeUnknown, PermanentError, TransientError
-from hub.settings import SmsSettings
 from tests.twilio_fake import Reply, TwilioFake, start_fake
 
 FROM = "+15005550006"

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from hub.channels import CHANNELS
+from hub.channels.email import EmailChannel
+from hub.channels.sms import SmsChannel
 from hub.errors import TemplateError
 from hub.settings import bundled_path
 from hub.templates import Templates
@@ -20,7 +21,7 @@ def templates() -> Templates:
 
 def test_email_preview_has_subject_text_and_escaped_html(templates: Templates) -> None:
     rendered, details = templates.preview(
-        "user.registered", "user.registered", {**ADA, "name": "<b>Ada</b>"}, CHANNELS["email"]
+        "user.registered", "user.registered", {**ADA, "name": "<b>Ada</b>"}, EmailChannel
     )
 
     assert rendered.subject == "Welcome, <b>Ada</b>!"
@@ -37,7 +38,7 @@ def test_sms_preview_counts_segments(
     templates: Templates, name: str, encoding: str, segments: int
 ) -> None:
     rendered, details = templates.preview(
-        "user.registered.sms", "user.registered", {**ADA, "name": name}, CHANNELS["sms"]
+        "user.registered.sms", "user.registered", {**ADA, "name": name}, SmsChannel
     )
 
     assert rendered.text == f"Welcome, {name}! Your account ada@example.com is ready."
@@ -47,13 +48,13 @@ def test_sms_preview_counts_segments(
 def test_a_missing_variable_is_a_template_error_naming_it(templates: Templates) -> None:
     with pytest.raises(TemplateError, match=r"user.registered.*subject.txt.*no attribute 'name'"):
         templates.preview(
-            "user.registered", "user.registered", {"email": "a@b.c"}, CHANNELS["email"]
+            "user.registered", "user.registered", {"email": "a@b.c"}, EmailChannel
         )
 
 
 def test_an_unknown_template_is_a_template_error(templates: Templates) -> None:
     with pytest.raises(TemplateError, match="'nope': missing part"):
-        templates.preview("nope", "x", {}, CHANNELS["sms"])
+        templates.preview("nope", "x", {}, SmsChannel)
 
 
 def test_the_api_previews_an_sms_with_its_segment_count(stack: Stack) -> None:

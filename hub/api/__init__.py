@@ -1,0 +1,112 @@
+"""The HTTP API: thin handlers over :mod:`hub.events`, the store and the channels.
+
+One module per resource; :func:`create_app` assembles them.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Annotated
+
+from fastapi import Depends, FastAPI, HTTPException, Request, status
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from hub import __version__, events, keys
+from hub.api.callback_routes import add_callback_routes
+from hub.api.event_routes import add_event_routes
+from hub.api.notification_routes import add_notification_routes
+from hub.api.template_routes import add_template_routes
+from hub.errors import BrokerUnavailable, EventError, InvalidFilter
+from hub.settings import get_settings
+from hub.worker import get_app
+
+
+class _KeyCache:
+    """Valid key hashes seen recently, so a publish costs no key lookup."""
+
+    ttl_s = 60.0
+
+    def __init__(self, database_url: str) -> None:
+        self._database_url = database_url
+        self._seen: dict[str, float] = {}
+
+    async def check(self, key: str) -> bool:
+        digest = keys.hash_key(key)
+        if self._seen.get(digest, 0.0) > time.monotonic():
+            return True
+        if not await run_in_threadpool(keys.is_valid, self._database_url, key):
+            return False
+        self._seen[digest] = time.monotonic() + self.ttl_s
+        return True
+
+
+_bearer = HTTPBearer(auto_error=False)
+
+
+def create_app() -> FastAPI:
+    """The API application; settings and the event catalog are checked here, at start-up."""
+    settings = get_settings()
+    events.catalog()
+    get_app()  # fails here, at start-up, without a broker
+
+    # FastAPI's telemetry looks up the OpenTelemetry providers on every
+    # request, a sixth of a publish's time, unless it is switched off here.
+    telemetry = settings.api.opentelemetry
+    app = FastAPI(
+        title="hub",
+        version=__version__,
+        telemetry={"tracing": telemetry, "metrics": telemetry, "logs": telemetry},
+    )
+    app.exception_handler(EventError)(_invalid_event)
+    app.exception_handler(BrokerUnavailable)(_broker_down)
+    app.exception_handler(InvalidFilter)(_invalid_filter)
+
+    @app.get("/healthz")
+    def healthz() -> dict[str, str]:
+        return {"status": "ok", "version": __version__}
+
+    authenticated = _authentication(settings.resolved_database_url)
+    add_event_routes(app, settings.resolved_database_url, authenticated)
+    add_notification_routes(app, settings, authenticated)
+    add_callback_routes(app, settings)
+    add_template_routes(app, settings, authenticated)
+    return app
+
+
+async def _invalid_event(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, EventError)
+    detail = [{**error, "loc": ["body", *error["loc"]]} for error in exc.errors]  # type: ignore[list-item]
+    return JSONResponse({"detail": detail}, status_code=422)
+
+
+async def _invalid_filter(_: Request, exc: Exception) -> JSONResponse:
+    return JSONResponse({"detail": str(exc)}, status_code=422)
+
+
+async def _broker_down(_: Request, exc: Exception) -> JSONResponse:
+    return JSONResponse(
+        {"detail": f"{exc}; nothing was stored, retry later"},
+        status_code=503,
+        headers={"Retry-After": "5"},
+    )
+
+
+def _authentication(database_url: str) -> Callable[..., None]:
+    key_cache = _KeyCache(database_url)
+
+    async def authenticated(
+        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+    ) -> None:
+        if credentials is None or not await key_cache.check(credentials.credentials):
+            raise HTTPException(
+                status.HTTP_401_UNAUTHORIZED,
+                "missing or invalid API key: send Authorization: Bearer <key>",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+
+    return authenticated
+
+

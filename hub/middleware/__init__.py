@@ -1,0 +1,35 @@
+"""Delivery policy as middleware around the delivery core (:mod:`hub.delivery`).
+
+Each policy is one class in one module; :func:`default_middleware` is the one
+place that orders them. Order matters: opt-outs and the poison guard decide
+before the rate limit spends tokens, and retries settle a failure before the
+announcer sees whether it is final.
+"""
+
+from __future__ import annotations
+
+from hub.middleware.announcer import Announcer, Publish
+from hub.middleware.base import Batch, Middleware, Turn
+from hub.middleware.opt_out import OptOut
+from hub.middleware.poison import PoisonGuard
+from hub.middleware.rate_limit import RateLimit
+from hub.middleware.retries import Retries
+from hub.ratelimit import RateLimiter
+
+
+def default_middleware(limiter: RateLimiter | None, publish: Publish) -> list[Middleware]:
+    """The hub's delivery policies, in the order their hooks run."""
+    return [OptOut(), PoisonGuard(), RateLimit(limiter), Retries(), Announcer(publish)]
+
+
+__all__ = [
+    "Announcer",
+    "Batch",
+    "Middleware",
+    "OptOut",
+    "PoisonGuard",
+    "RateLimit",
+    "Retries",
+    "Turn",
+    "default_middleware",
+]

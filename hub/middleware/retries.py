@@ -1,0 +1,56 @@
+"""Retries: a transient failure runs again after full-jitter exponential backoff.
+
+Never sooner than the provider's ``retry_after_s``; an unknown outcome only
+when the channel's ``on_unknown`` is ``"retry"``; never more than the
+channel's ``max_attempts`` (else ``delivery.max_attempts``).
+"""
+
+from __future__ import annotations
+
+import random
+
+from hub.errors import OutcomeUnknown, TransientError
+from hub.middleware.base import Batch, Middleware
+from hub.settings import Settings
+from hub.store.models import NotificationStatus
+
+
+def max_attempts(settings: Settings, channel: str) -> int:
+    """The retry budget of ``channel``."""
+    return settings.channels.of(channel).max_attempts or settings.delivery.max_attempts
+
+
+def backoff_s(attempt: int, settings: Settings, retry_after_s: float | None = None) -> float:
+    """Full-jitter exponential backoff for the retry after attempt number ``attempt``."""
+    policy = settings.delivery
+    ceiling = min(policy.backoff_max_s, policy.backoff_base_s * 2 ** (attempt - 1))
+    return max(random.uniform(0, ceiling), retry_after_s or 0.0)
+
+
+# What the core makes of a failure before this middleware looks again.
+_CLASSIFIED_FAILURES = (NotificationStatus.FAILED, NotificationStatus.UNKNOWN)
+
+
+class Retries(Middleware):
+    """Turn retryable failures into ``retrying`` with a countdown, within the budget."""
+
+    def after_send(self, batch: Batch) -> None:
+        settings = batch.settings
+        retry_unknown = settings.channels.of(batch.channel).on_unknown == "retry"
+        limit = max_attempts(settings, batch.channel)
+        for turn in batch.turns:
+            error = turn.result
+            retryable = isinstance(error, TransientError) or (
+                isinstance(error, OutcomeUnknown) and retry_unknown
+            )
+            if not retryable or turn.status not in _CLASSIFIED_FAILURES:
+                continue
+            assert isinstance(error, TransientError | OutcomeUnknown)
+            attempts = turn.notification.attempts
+            if attempts >= limit:
+                turn.decide(
+                    NotificationStatus.FAILED, f"{error} (gave up after {attempts} attempts)"
+                )
+            else:
+                delay = backoff_s(attempts, settings, error.retry_after_s)
+                turn.decide(NotificationStatus.RETRYING, str(error), retry_in_s=delay)

@@ -1,0 +1,238 @@
+"""The one settings object: ``settings.toml`` overridden by ``HUB_...`` env vars.
+
+The file is ``$HUB_SETTINGS`` or ``./settings.toml``; with neither, the
+``settings.toml`` bundled in the package. Nested keys map to env vars with a
+double underscore: ``channels.email.host`` is ``HUB_CHANNELS__EMAIL__HOST``.
+Env vars win over the file. Unknown keys and wrong types stop start-up with a
+:class:`~hub.errors.ConfigError` naming the key and the file (and line) or env var.
+
+Settings sit at the bottom of the import graph: they import only the errors
+and the channel registry, which names channel classes by import path; each
+channel's section is validated by the settings model its module declares.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tomllib
+from collections.abc import Sequence
+from functools import cache
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from pydantic import Field, ValidationError, create_model
+from pydantic_core import InitErrorDetails, PydanticCustomError
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    SettingsError,
+)
+
+from hub.channels import channel_classes
+from hub.errors import ConfigError
+from hub.settings.models import (
+    ApiSettings,
+    ChannelSettings,
+    ChannelsSettings,
+    DeliverySettings,
+    EventType,
+    Subscription,
+    section_model,
+)
+from hub.settings.report import ENV_PREFIX, describe, describe_env_error
+from hub.settings.units import DURATION_UNITS_MS, MAX_DURATION_S, Rate, parse_duration
+
+if TYPE_CHECKING:
+    from hub.channels.base import Channel
+
+# In a subscription, every configured alert channel (Slack, webhook, Apprise).
+ALERT = "alert"
+
+__all__ = [
+    "ALERT",
+    "DURATION_UNITS_MS",
+    "ENV_PREFIX",
+    "MAX_DURATION_S",
+    "ApiSettings",
+    "ChannelSettings",
+    "ChannelsSettings",
+    "DeliverySettings",
+    "EventType",
+    "Rate",
+    "Settings",
+    "Subscription",
+    "bundled_path",
+    "get_settings",
+    "load_settings",
+    "parse_duration",
+    "settings_class",
+    "settings_path",
+]
+
+
+class Settings(BaseSettings):
+    """Everything the hub can be told. Built once per process by :func:`get_settings`."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="forbid", case_sensitive=False
+    )
+
+    broker_url: str = Field("", description="Empty: `hub up` starts an embedded redis-server")
+    redis_url: str = Field("", description="Redis for rate limits; empty: the broker if Redis")
+    database_url: str = Field("", description="Empty: SQLite at <var_dir>/hub.db")
+    var_dir: Path = Path("var")
+    template_dirs: list[Path] = Field(default_factory=list)
+    # More channel classes, as "module:Class" (installed plugins register themselves).
+    extra_channels: list[str] = Field(default_factory=list)
+    api: ApiSettings = ApiSettings()
+    delivery: DeliverySettings = DeliverySettings()
+    channels: ChannelsSettings = ChannelsSettings()
+    events: dict[str, EventType] = Field(default_factory=dict)
+    subscriptions: list[Subscription] = Field(default_factory=list)
+
+    # Every channel by name; set on the class :func:`settings_class` builds.
+    channel_classes: ClassVar[dict[str, type[Channel[Any]]]] = {}
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The file's values arrive as init kwargs; env vars must beat them.
+        return (env_settings, init_settings)
+
+    @property
+    def resolved_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{(self.var_dir / 'hub.db').resolve()}"
+
+    @property
+    def rate_limit_redis_url(self) -> str:
+        """Where rate limits live: ``redis_url``, else the broker when it is Redis."""
+        broker = self.broker_url if self.broker_url.startswith(("redis://", "rediss://")) else ""
+        return self.redis_url or broker
+
+    @property
+    def all_template_dirs(self) -> list[Path]:
+        """User template folders first, then the templates bundled with the hub."""
+        return [*self.template_dirs, bundled_path("templates")]
+
+
+def bundled_path(name: str) -> Path:
+    """Path of a file shipped with the hub (``settings.toml``, ``templates``)."""
+    # A wheel carries the root's files as hub/defaults/ (see pyproject.toml);
+    # a checkout (and an editable install) has them beside the hub/ folder.
+    hub = Path(__file__).parent.parent
+    packaged = hub / "defaults" / name
+    return packaged if packaged.exists() else hub.parent / name
+
+
+def settings_path() -> Path:
+    """The settings file this process reads."""
+    if explicit := os.environ.get(f"{ENV_PREFIX}SETTINGS"):
+        return Path(explicit)
+    local = Path("settings.toml")
+    return local if local.exists() else bundled_path("settings.toml")
+
+
+def load_settings(path: Path | None = None) -> Settings:
+    """Read and validate settings, raising :class:`ConfigError` naming the bad key."""
+    path = path or settings_path()
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read settings file {path}: {exc.strerror}") from exc
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: invalid TOML: {exc}") from exc
+    _check_env_names()
+    try:
+        cls = settings_class(_extra_channels(data, path))
+        settings = cls(**data)
+    except ValidationError as exc:
+        raise ConfigError(describe(exc, path, text)) from exc
+    except SettingsError as exc:
+        raise ConfigError(describe_env_error(exc)) from None
+    if errors := _unknown_channels(settings):
+        unknown = ValidationError.from_exception_data("Settings", errors)
+        raise ConfigError(describe(unknown, path, text)) from None
+    return settings
+
+
+def settings_class(extra_channels: Sequence[str] = ()) -> type[Settings]:
+    """:class:`Settings` with a section for every registered channel, validated by its model."""
+    try:
+        classes = channel_classes(extra_channels)
+    except (ImportError, AttributeError, TypeError) as exc:
+        raise ConfigError(f"extra_channels: {exc}") from exc
+    sections: dict[str, Any] = {}
+    for name, channel in classes.items():
+        section = section_model(channel.settings_model)
+        sections[name] = (section, Field(default_factory=section))
+    channels = create_model("ChannelsSettings", __base__=ChannelsSettings, **sections)
+    cls = create_model(
+        "Settings", __base__=Settings, channels=(channels, Field(default_factory=channels))
+    )
+    cls.channel_classes = channels.channel_classes = classes
+    return cls
+
+
+def _extra_channels(data: dict[str, Any], path: Path) -> list[str]:
+    """``extra_channels`` from its env var or the file: it decides what the rest may hold."""
+    env_name = f"{ENV_PREFIX}EXTRA_CHANNELS"
+    raw: Any = data.get("extra_channels", [])
+    if env_name in os.environ:
+        try:
+            raw = json.loads(os.environ[env_name])
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"env var {env_name}: not valid JSON: {exc}") from None
+    if not (isinstance(raw, list) and all(isinstance(item, str) for item in raw)):
+        raise ConfigError(f'{path}: extra_channels: expected a list like ["module:Class"]')
+    return raw
+
+
+def _unknown_channels(settings: Settings) -> list[InitErrorDetails]:
+    known = [*settings.channel_classes, ALERT]
+    return [
+        InitErrorDetails(
+            type=PydanticCustomError(
+                "unknown_channel",
+                "unknown channel {channel!r}; known: {known}",
+                {"channel": subscription.channel, "known": ", ".join(known)},
+            ),
+            loc=("subscriptions", index, "channel"),
+            input=subscription.channel,
+        )
+        for index, subscription in enumerate(settings.subscriptions)
+        if subscription.channel not in known
+    ]
+
+
+# HUB_ variables that are not settings keys.
+_OTHER_ENV = ("SETTINGS", "TEST_")
+
+
+def _check_env_names() -> None:
+    """A mistyped HUB_ env var (HUB_BROKER_URI) would be silently ignored: refuse it."""
+    known = {name.upper() for name in Settings.model_fields}
+    for name in os.environ:
+        if not name.startswith(ENV_PREFIX):
+            continue
+        key = name[len(ENV_PREFIX) :]
+        if key.startswith(_OTHER_ENV) or key.split("__")[0] in known:
+            continue
+        raise ConfigError(
+            f"env var {name}: no such setting (known: {', '.join(sorted(known)).lower()})"
+        )
+
+
+@cache
+def get_settings() -> Settings:
+    """The process-wide settings, loaded on first use."""
+    return load_settings()

@@ -1,0 +1,178 @@
+"""The sections of the settings, as pydantic models (the root is :class:`hub.settings.Settings`)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    create_model,
+    field_validator,
+    model_validator,
+)
+
+from hub.errors import ConfigError
+from hub.settings.units import Rate
+
+if TYPE_CHECKING:
+    from hub.channels.base import Channel
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ApiSettings(_Strict):
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=1, le=65535)
+    # Publishes arriving while a group is being stored make the next group on
+    # their own; this waits longer before each group, for larger groups still.
+    publish_linger_ms: float = Field(0.0, ge=0, le=1000)
+    # One log line per request costs a tenth of a publish's time.
+    access_log: bool = False
+    # FastAPI's native OpenTelemetry spans and metrics, for the global providers.
+    opentelemetry: bool = False
+
+
+class DeliverySettings(_Strict):
+    """Retry policy shared by every channel."""
+
+    max_attempts: int = Field(5, ge=1)
+    backoff_base_s: float = Field(2.0, gt=0)
+    backoff_max_s: float = Field(300.0, gt=0)
+    # One provider call may take this long before it is cut.
+    attempt_timeout_s: float = Field(30.0, gt=0)
+    # The sweeper re-enqueues work the broker lost (a publish that failed, a
+    # Redis that lost its data): anything still queued after stuck_after_s.
+    sweep_interval_s: float = Field(30.0, gt=0)
+    stuck_after_s: float = Field(120.0, gt=0)
+
+    @model_validator(mode="after")
+    def _sweeper_waits_for_running_attempts(self) -> DeliverySettings:
+        # Otherwise the sweeper would hand a send still in progress to another
+        # worker, and the message would go out twice.
+        if self.stuck_after_s <= self.attempt_timeout_s + 1:
+            raise ValueError(
+                f"stuck_after_s ({self.stuck_after_s:g}) must exceed attempt_timeout_s "
+                f"({self.attempt_timeout_s:g}) by more than a second"
+            )
+        return self
+
+
+class ChannelSettings(_Strict):
+    """What every channel can be told; each channel's module adds its provider's keys.
+
+    A section's flat keys describe its one provider, ``default``. A section
+    may instead list several under ``[[channels.<name>.providers]]``, each
+    with a ``name``; they inherit the keys set on the section itself.
+    """
+
+    # When a provider may or may not have sent a message (a timeout after the
+    # request went out, Twilio 20500): "hold" marks it unknown for a person to
+    # review; "retry" sends again and risks a duplicate.
+    on_unknown: Literal["hold", "retry"] = "hold"
+    # Shared by every worker (kept in Redis): "10/s", "50/m", "1/5s"; empty: none.
+    rate_limit: str = ""
+    burst: int = Field(1, ge=1)
+    # Overrides delivery.max_attempts for this channel.
+    max_attempts: int | None = Field(None, ge=1)
+    name: str = Field("default", min_length=1)
+    providers: list[Any] = Field(default_factory=list)
+
+    @field_validator("rate_limit")
+    @classmethod
+    def _valid_rate(cls, value: str) -> str:
+        if value:
+            try:
+                Rate.parse(value)
+            except ConfigError as exc:
+                raise ValueError(str(exc)) from None
+        return value
+
+    @property
+    def all_providers(self) -> list[ChannelSettings]:
+        """The listed providers, or this section as the one provider ``default``."""
+        return list(self.providers) or [self]
+
+    def provider(self, name: str) -> ChannelSettings | None:
+        """The provider called ``name``, if there is one."""
+        return next((p for p in self.all_providers if p.name == name), None)
+
+
+def _inherit_section_keys(cls: type[ChannelSettings], data: Any) -> Any:
+    """Each listed provider takes the keys set on its section that it does not set itself."""
+    listed = data.get("providers") if isinstance(data, dict) else None
+    if not isinstance(listed, list):
+        return data
+    shared = {key: value for key, value in data.items() if key != "providers"}
+    inherited = [{**shared, **entry} if isinstance(entry, dict) else entry for entry in listed]
+    return {**data, "providers": inherited}
+
+
+def _distinct_provider_names(section: ChannelSettings) -> ChannelSettings:
+    names = [provider.name for provider in section.providers]
+    if len(set(names)) != len(names):
+        raise ValueError(f"provider names must be distinct, got {names}")
+    return section
+
+
+def section_model(model: type[ChannelSettings]) -> type[ChannelSettings]:
+    """``model`` as a channel's section: itself, or a list of providers of its kind."""
+    section: type[ChannelSettings] = create_model(
+        model.__name__,
+        __base__=model,
+        __validators__={
+            "inherit": model_validator(mode="before")(classmethod(_inherit_section_keys)),
+            "distinct": model_validator(mode="after")(_distinct_provider_names),
+        },
+        providers=(list[model], Field(default_factory=list)),  # type: ignore[valid-type]
+    )
+    return section
+
+
+class ChannelsSettings(_Strict):
+    """One section per registered channel (fields added by :func:`settings_class`)."""
+
+    # Every channel by name; set on the class settings_class builds.
+    channel_classes: ClassVar[dict[str, type[Channel[Any]]]] = {}
+
+    def of(self, channel: str) -> ChannelSettings:
+        """The settings of ``channel`` by name."""
+        settings: ChannelSettings = getattr(self, channel)
+        return settings
+
+    @property
+    def alert_targets(self) -> list[str]:
+        """The configured alert channels; Slack's outbox when none is configured."""
+        configured = [
+            name
+            for name, channel in self.channel_classes.items()
+            if channel.alert and channel.is_configured(self.of(name))
+        ]
+        return configured or ["slack"]
+
+    if TYPE_CHECKING:
+
+        def __getattr__(self, name: str) -> Any: ...
+
+
+class EventType(_Strict):
+    """One entry of the event catalog: what the event means and its data's JSON schema."""
+
+    description: str = ""
+    data_schema: dict[str, Any] = Field(default_factory=lambda: {"type": "object"}, alias="schema")
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+class Subscription(_Strict):
+    """Who hears about an event, on which channel, with which template."""
+
+    name: str
+    event: str
+    channel: str = Field(description="A registered channel, or alert for every alert channel")
+    to: str = Field(description="Jinja expression giving the recipient, e.g. {{ data.email }}")
+    template: str
+    when: str = Field("", description="Optional Jinja condition, e.g. data.phone is defined")
