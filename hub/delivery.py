@@ -11,7 +11,6 @@ record, however large it is.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -120,45 +119,12 @@ def _classify(turn: Turn) -> None:
 def _send_all(
     runtime: Runtime, channel_name: str, messages: list[Message]
 ) -> list[Receipt | ChannelError]:
-    """One attempt per message, concurrently; each ends in a receipt or a classified error."""
     if not messages:
         return []
     channel = runtime.channels[channel_name]
     timeout_s = runtime.settings.delivery.attempt_timeout_s
-
-    async def attempt(message: Message, slots: asyncio.Semaphore) -> Receipt | ChannelError:
-        try:
-            # The timeout runs from the send, not from the wait for a free slot.
-            async with slots:
-                return await asyncio.wait_for(channel.send(message), timeout_s)
-        except ChannelError as exc:
-            return exc
-        except TimeoutError:
-            # The request may have reached the provider before the cut.
-            return OutcomeUnknown("attempt timed out", channel=channel_name)
-        except Exception as exc:
-            # A bug or an unclassified library error: keep the notification
-            # alive and visible rather than leaving it stuck in "sending".
-            log.exception("unexpected error delivering %s", message.notification_id)
-            return TransientError(f"{type(exc).__name__}: {exc}", channel=channel_name)
-
-    async def attempt_all() -> list[Receipt | ChannelError]:
-        slots = asyncio.Semaphore(channel.concurrency)
-        return list(await asyncio.gather(*(attempt(m, slots) for m in messages)))
-
     waves = -(-len(messages) // channel.concurrency)
-    return runtime.run(attempt_all(), timeout_s=timeout_s * waves + 10)
-
-
-_OUTCOMES = {
-    NotificationStatus.SUPPRESSED: "suppressed",
-    NotificationStatus.UNKNOWN: "unknown",
-    NotificationStatus.FAILED: "failed",
-    NotificationStatus.RETRYING: "transient",
-}
-
-
-_FINAL_FAILURES = (NotificationStatus.FAILED, NotificationStatus.UNKNOWN)
+    return runtime.run(channel.send_many(messages, timeout_s), timeout_s=timeout_s * waves + 10)
 
 
 def _record(runtime: Runtime, batch: Batch) -> None:
@@ -177,11 +143,8 @@ def _record(runtime: Runtime, batch: Batch) -> None:
                 waiting.append(nid)
             elif status is not None:
                 log.warning("notification %s %s: %s", nid, status, turn.reason)
-                turn.recorded = stored_notifications.finish(
-                    db, nid, status, outcome=_OUTCOMES[status], error=turn.reason
-                )
-                if turn.recorded and status in _FINAL_FAILURES:
-                    turn.attempt_number = stored_notifications.last_attempt_number(db, nid)
+                number = stored_notifications.finish(db, nid, status, error=turn.reason)
+                turn.recorded, turn.attempt_number = number is not None, number or 0
         if receipts:
             stored_notifications.finish_sent(db, receipts)
         if waiting:

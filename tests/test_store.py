@@ -114,9 +114,7 @@ def test_a_notification_can_be_claimed_once_until_it_is_released_for_retry(
         [claimed] = stored_notifications.claim_many(db, [nid])
     with session(database_url) as db:
         assert stored_notifications.claim_many(db, [nid]) == []
-        stored_notifications.finish(
-            db, nid, NotificationStatus.RETRYING, outcome="transient", error="451"
-        )
+        stored_notifications.finish(db, nid, NotificationStatus.RETRYING, error="451")
     with session(database_url) as db:
         [reclaimed] = stored_notifications.claim_many(db, [nid])
     with session(database_url) as db:

@@ -233,25 +233,24 @@ def finish_sent(
     return len(recorded)
 
 
-def last_attempt_number(db: Session, notification_id: str) -> int:
-    """The number of the notification's latest attempt (0 before the first)."""
-    query = select(func.max(Attempt.number)).where(Attempt.notification_id == notification_id)
-    return db.scalar(query) or 0
+# How an attempt that did not send ended, in the attempt log, by the state it led to.
+ATTEMPT_OUTCOMES = {
+    NotificationStatus.SUPPRESSED: "suppressed",
+    NotificationStatus.UNKNOWN: "unknown",
+    NotificationStatus.FAILED: "failed",
+    NotificationStatus.RETRYING: "transient",
+}
 
 
 def finish(
-    db: Session,
-    notification_id: str,
-    status: NotificationStatus,
-    *,
-    outcome: str,
-    error: str | None = None,
-) -> bool:
+    db: Session, notification_id: str, status: NotificationStatus, error: str | None = None
+) -> int | None:
     """Record the end of the current attempt, unsent, and the notification's new status.
 
-    Sends are recorded by ``finish_sent``. Only a notification still ``sending``
-    is changed (False otherwise): if the sweeper gave a stalled attempt to
-    another worker, the late one records nothing.
+    Returns the number of the attempt it closed. Sends are recorded by
+    ``finish_sent``. Only a notification still ``sending`` is changed (None
+    otherwise): if the sweeper gave a stalled attempt to another worker, the
+    late one records nothing.
     """
     now = utcnow()
     result = db.execute(
@@ -262,16 +261,18 @@ def finish(
         .values(status=status, updated_at=now, last_error=error)
     )
     if result.rowcount != 1:  # type: ignore[attr-defined]
-        return False
+        return None
     attempt = db.scalar(
         select(Attempt)
         .where(Attempt.notification_id == notification_id)
         .order_by(Attempt.id.desc())
         .limit(1)
     )
-    if attempt is not None:
-        attempt.outcome, attempt.error, attempt.finished_at = outcome, error, now
-    return True
+    if attempt is None:
+        return 0
+    attempt.outcome, attempt.error = ATTEMPT_OUTCOMES[status], error
+    attempt.finished_at = now
+    return attempt.number
 
 
 def find_notifications(

@@ -1,0 +1,26 @@
+"""The ``hub`` command: run the stack or its parts, publish events, manage keys."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import typer
+
+from hub.cli import manage, run
+
+# Commands import what they run when they run: `hub --help` and `hub publish`
+# must not pay for loading Celery, FastAPI or uvicorn.
+cli = typer.Typer(help="hub: event-driven notifications on Celery and Redis.", no_args_is_help=True)
+for command in (run.up, run.api, run.worker, run.beat, manage.publish, manage.outbox):
+    cli.command()(command)
+cli.add_typer(manage.keys_cli, name="keys")
+cli.add_typer(manage.db_cli, name="db")
+cli.add_typer(manage.notifications_cli, name="notifications")
+cli.add_typer(manage.templates_cli, name="templates")
+
+
+def main() -> None:
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    cli(prog_name="hub")
+    sys.exit(0)

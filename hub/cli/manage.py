@@ -1,0 +1,190 @@
+"""Commands for running the hub day to day: publish, keys, dead letters, outbox, templates."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Annotated
+
+import typer
+
+from hub.channels import CHANNELS
+from hub.cli.common import fail, json_option, settings_or_fail
+from hub.errors import (
+    BrokerUnavailable,
+    ConfigError,
+    EventError,
+    InvalidFilter,
+    NameTaken,
+    TemplateError,
+)
+
+keys_cli = typer.Typer(help="Manage API keys.", no_args_is_help=True)
+db_cli = typer.Typer(help="Manage the store's schema.", no_args_is_help=True)
+notifications_cli = typer.Typer(help="Find and resend dead letters.", no_args_is_help=True)
+templates_cli = typer.Typer(help="Preview templates.", no_args_is_help=True)
+
+
+def publish(
+    event_type: Annotated[str, typer.Argument(metavar="TYPE", help="Event type")],
+    data: Annotated[str, typer.Option(help="Event data as JSON, or @file.json")] = "{}",
+    id: Annotated[str | None, typer.Option(help="Idempotency key")] = None,
+) -> None:
+    """Publish an event (the same path as POST /v1/events)."""
+    from hub import events
+
+    settings_or_fail()
+    payload = json_option("--data", data)
+    try:
+        accepted = events.publish(event_type, payload, id)
+    except EventError as exc:
+        details = "\n".join(f"  {'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors)
+        raise fail(f"{exc}\n{details}") from None
+    except (BrokerUnavailable, ConfigError) as exc:
+        raise fail(str(exc), code=1) from None
+    typer.echo(
+        json.dumps({"id": accepted.id, "status": "accepted", "duplicate": accepted.duplicate})
+    )
+
+
+@keys_cli.command("create")
+def keys_create(
+    name: Annotated[str, typer.Argument(help="A name to recognise the key by")],
+) -> None:
+    """Create an API key and print it once; only its hash is stored."""
+    from hub import keys
+    from hub.store.db import migrate
+
+    settings = settings_or_fail()
+    migrate(settings.resolved_database_url)
+    try:
+        key = keys.create_key(settings.resolved_database_url, name)
+    except NameTaken as exc:
+        raise fail(str(exc)) from None
+    typer.echo(key)
+    typer.echo(f"API key {name!r} created; store it now, it is not shown again.", err=True)
+
+
+@notifications_cli.command("list")
+def notifications_list(
+    status: Annotated[list[str], typer.Option(help="Repeatable: failed, unknown, ...")] = [],  # noqa: B006
+    channel: Annotated[str | None, typer.Option(help="Only this channel")] = None,
+    since: Annotated[str | None, typer.Option(help="1h, 30m, 2d or ISO 8601")] = None,
+    limit: Annotated[int, typer.Option(help="At most this many")] = 100,
+) -> None:
+    """List notifications, newest first."""
+    from hub import notifications
+
+    settings = settings_or_fail()
+    try:
+        found = notifications.find(
+            settings,
+            statuses=status,
+            channel=channel,
+            since=notifications.parse_since(since),
+            limit=limit,
+        )
+    except InvalidFilter as exc:
+        raise fail(str(exc)) from None
+    for n in found:
+        typer.echo(
+            f"{n.id}  {n.status:<11} {n.channel:<8} {n.recipient}  "
+            f"attempts={n.attempts}  {n.last_error or ''}"
+        )
+
+
+@notifications_cli.command("retry")
+def notifications_retry(
+    ids: Annotated[list[str] | None, typer.Argument(help="Notification ids")] = None,
+    failed: Annotated[bool, typer.Option("--failed", help="All failed ones")] = False,
+    unknown: Annotated[bool, typer.Option("--unknown", help="All with unknown outcome")] = False,
+    channel: Annotated[str | None, typer.Option(help="Only this channel")] = None,
+    since: Annotated[str | None, typer.Option(help="1h, 30m, 2d or ISO 8601")] = None,
+) -> None:
+    """Send failed (or unknown-outcome) notifications again, by id or by filter."""
+    from hub import notifications
+
+    statuses = [s for s, wanted in (("failed", failed), ("unknown", unknown)) if wanted]
+    if not ids and not statuses:
+        raise fail("name notification ids, or --failed and/or --unknown")
+    settings = settings_or_fail()
+    try:
+        requeued = notifications.retry(
+            settings,
+            ids=ids or [],
+            statuses=statuses,
+            channel=channel,
+            since=notifications.parse_since(since),
+        )
+    except (InvalidFilter, ConfigError) as exc:
+        raise fail(str(exc)) from None
+    for notification_id in requeued:
+        typer.echo(notification_id)
+    typer.echo(f"requeued {len(requeued)} notification(s)", err=True)
+
+
+@db_cli.command("upgrade")
+def db_upgrade() -> None:
+    """Apply the store's migrations."""
+    from hub.store.db import migrate
+
+    settings = settings_or_fail()
+    migrate(settings.resolved_database_url)
+    typer.echo(f"store at {settings.resolved_database_url} is up to date")
+
+
+def outbox(
+    channel: Annotated[str | None, typer.Option(help="Only this channel")] = None,
+    last: Annotated[int, typer.Option(help="How many, newest first")] = 10,
+    show: Annotated[bool, typer.Option("--show", help="Print the newest one whole")] = False,
+) -> None:
+    """What the channels without a provider wrote to var/outbox/ instead of sending."""
+    settings = settings_or_fail()
+    root = settings.var_dir / "outbox"
+    folders = [root / channel] if channel else sorted(p for p in root.glob("*") if p.is_dir())
+    files = sorted(
+        (f for folder in folders for f in folder.glob("*") if not f.name.endswith(".part")),
+        key=lambda f: f.stat().st_mtime,
+        reverse=True,
+    )[:last]
+    if not files:
+        typer.echo(f"nothing in {root}", err=True)
+        return
+    if show:
+        typer.echo(files[0].read_text(encoding="utf-8", errors="replace"))
+        return
+    for f in files:
+        stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(f.stat().st_mtime))
+        typer.echo(f"{stamp}  {f.parent.name:<8} {f}")
+
+
+@templates_cli.command("preview")
+def templates_preview(
+    name: Annotated[str, typer.Argument(help="Template folder, e.g. user.registered")],
+    channel: Annotated[str, typer.Option(help=f"One of: {', '.join(CHANNELS)}")] = "email",
+    data: Annotated[str, typer.Option(help="Sample event data as JSON, or @file.json")] = "{}",
+    event_type: Annotated[str, typer.Option(help="Shown to the template as event.type")] = "",
+) -> None:
+    """Render a template with sample data as a channel would send it (SMS: with segments)."""
+    from hub.templates import Templates
+
+    settings = settings_or_fail()
+    known = settings.channel_classes
+    if channel not in known:
+        raise fail(f"--channel: unknown channel {channel!r}; known: {', '.join(known)}")
+    payload = json_option("--data", data)
+    try:
+        rendered, details = Templates(settings.all_template_dirs).preview(
+            name, event_type, payload, known[channel]
+        )
+    except TemplateError as exc:
+        raise fail(str(exc)) from None
+    if rendered.subject is not None:
+        typer.echo(f"Subject: {rendered.subject}\n")
+    typer.echo(rendered.text)
+    if rendered.html is not None:
+        typer.echo(f"\n--- body.html ---\n{rendered.html}")
+    if details:
+        typer.echo("\n--- " + ", ".join(f"{k}: {v}" for k, v in details.items()))
+
+
