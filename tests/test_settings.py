@@ -312,3 +312,97 @@ def test_channels_settings_and_routing_load_no_vendor_sdk(statement: str) -> Non
     loaded = _modules_loaded_by(statement)
 
     assert not [m for m in loaded if m.split(".")[0] in VENDOR_SDKS[:4]]
+
+
+def test_a_flat_channel_section_is_its_one_provider_called_default(settings_file: Path) -> None:
+    settings = load_settings(settings_file)
+
+    [provider] = settings.channels.sms.all_providers
+    assert provider.name == "default"
+    assert provider is settings.channels.sms
+
+
+def test_listed_providers_inherit_the_keys_of_their_section(tmp_path: Path) -> None:
+    path = tmp_path / "settings.toml"
+    path.write_text(
+        """
+[channels.sms]
+timeout_s = 5.0
+rate_limit = "1/s"
+
+[[channels.sms.providers]]
+name = "primary"
+account_sid = "AC1"
+auth_token = "t1"
+from_number = "+15005550006"
+
+[[channels.sms.providers]]
+name = "backup"
+account_sid = "AC2"
+auth_token = "t2"
+from_number = "+15005550006"
+timeout_s = 2.0
+"""
+    )
+
+    providers = load_settings(path).channels.sms.all_providers
+
+    assert [(p.name, p.account_sid, p.timeout_s, p.rate_limit) for p in providers] == [
+        ("primary", "AC1", 5.0, "1/s"),
+        ("backup", "AC2", 2.0, "1/s"),
+    ]
+
+
+def test_a_bad_key_in_a_listed_provider_names_its_line(tmp_path: Path) -> None:
+    path = tmp_path / "settings.toml"
+    path.write_text(
+        '[[channels.email.providers]]\nname = "a"\n\n'
+        '[[channels.email.providers]]\nname = "b"\nprot = 25\n'
+    )
+
+    with pytest.raises(ConfigError) as error:
+        load_settings(path)
+
+    assert f"{path}:6: channels.email.providers.1.prot: Extra inputs" in str(error.value)
+
+
+def test_provider_names_must_be_distinct(tmp_path: Path) -> None:
+    path = tmp_path / "settings.toml"
+    path.write_text('[[channels.slack.providers]]\nname = "a"\n' * 2)
+
+    with pytest.raises(ConfigError, match="provider names must be distinct"):
+        load_settings(path)
+
+
+def test_a_subscription_to_an_unknown_channel_names_its_line(tmp_path: Path) -> None:
+    path = tmp_path / "settings.toml"
+    path.write_text(
+        '[[subscriptions]]\nname = "x"\nevent = "e"\nchannel = "pigeon"\nto = "t"\ntemplate = "t"\n'
+    )
+
+    with pytest.raises(ConfigError) as error:
+        load_settings(path)
+
+    assert f"{path}:4: subscriptions.0.channel: unknown channel 'pigeon'" in str(error.value)
+    assert "known: email, sms, slack, webhook, apprise, alert" in str(error.value)
+
+
+def test_an_extra_channel_gets_a_section_validated_by_its_own_model(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "settings.toml"
+    path.write_text('extra_channels = ["tests.recording_channel:RecordingChannel"]\n')
+    monkeypatch.setenv("HUB_CHANNELS__RECORDER__PATH", "/tmp/x.jsonl")
+
+    settings = load_settings(path)
+
+    assert settings.channels.recorder.path == "/tmp/x.jsonl"
+    assert settings.channel_classes["recorder"].queue == "recorder"
+
+
+def test_an_extra_channel_that_cannot_be_imported_is_a_settings_error(tmp_path: Path) -> None:
+    path = tmp_path / "settings.toml"
+    path.write_text('extra_channels = ["tests.nowhere:Pigeon"]\n')
+
+    with pytest.raises(ConfigError, match="extra_channels: No module named 'tests.nowhere'"):
+        load_settings(path)

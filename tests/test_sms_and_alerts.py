@@ -112,10 +112,19 @@ def test_a_user_without_a_phone_gets_no_sms(peers: Peers) -> None:
     assert [n["channel"] for n in event["notifications"]] == ["email"]
 
 
-def callback(peers: Peers, form: dict[str, str], token: str | None = None) -> httpx.Response:
-    url = f"{peers.stack.base_url}/v1/callbacks/twilio"
-    signature = RequestValidator(token or peers.twilio.auth_token).compute_signature(url, form)
-    return httpx.post(url, data=form, headers={"X-Twilio-Signature": signature})
+def callback(
+    peers: Peers,
+    form: dict[str, str],
+    token: str | None = None,
+    path: str = "/v1/callbacks/twilio",
+) -> httpx.Response:
+    # Twilio signs the URL it was given (channels.sms.status_callback_url).
+    signed_url = f"{peers.stack.base_url}/v1/callbacks/twilio"
+    validator = RequestValidator(token or peers.twilio.auth_token)
+    signature = validator.compute_signature(signed_url, form)
+    return httpx.post(
+        f"{peers.stack.base_url}{path}", data=form, headers={"X-Twilio-Signature": signature}
+    )
 
 
 def sent_sms(peers: Peers) -> dict[str, object]:
@@ -135,6 +144,43 @@ def test_a_signed_status_callback_marks_the_sms_delivered(peers: Peers) -> None:
     assert response.status_code == 204
     event_id = peers.stack.event(_event_of(peers, sms))["notifications"]
     assert {n["id"]: n["status"] for n in event_id}[sms["id"]] == "delivered"
+
+
+def test_the_channel_and_provider_path_takes_the_same_reports(peers: Peers) -> None:
+    sms = sent_sms(peers)
+    form = {"MessageSid": str(sms["provider_message_id"]), "MessageStatus": "delivered"}
+
+    response = callback(peers, form, path="/v1/callbacks/sms/default")
+
+    assert response.status_code == 204
+    notes = peers.stack.event(_event_of(peers, sms))["notifications"]
+    assert [n["status"] for n in notes if n["id"] == sms["id"]] == ["delivered"]
+
+
+@pytest.mark.parametrize(
+    ("path", "detail"),
+    [
+        ("/v1/callbacks/sms/backup", "no sms provider 'backup'"),
+        ("/v1/callbacks/email/default", "no callbacks for channel 'email'"),
+        ("/v1/callbacks/pigeon/default", "no callbacks for channel 'pigeon'"),
+    ],
+)
+def test_callbacks_for_an_unknown_provider_or_channel_are_404(
+    peers: Peers, path: str, detail: str
+) -> None:
+    response = callback(peers, {"MessageSid": "SM1", "MessageStatus": "delivered"}, path=path)
+
+    assert (response.status_code, response.json()["detail"]) == (404, detail)
+
+
+def test_a_callback_body_that_is_not_utf8_is_refused_not_a_500(peers: Peers) -> None:
+    response = httpx.post(
+        f"{peers.stack.base_url}/v1/callbacks/twilio",
+        content=b"MessageSid=\xff\xfe",
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+    )
+
+    assert response.status_code == 403
 
 
 def _event_of(peers: Peers, notification: dict[str, object]) -> str:

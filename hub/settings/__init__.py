@@ -203,7 +203,7 @@ def _unknown_channels(settings: Settings) -> list[InitErrorDetails]:
         InitErrorDetails(
             type=PydanticCustomError(
                 "unknown_channel",
-                "unknown channel {channel!r}; known: {known}",
+                "unknown channel '{channel}'; known: {known}",
                 {"channel": subscription.channel, "known": ", ".join(known)},
             ),
             loc=("subscriptions", index, "channel"),
