@@ -55,3 +55,6 @@ class Announcer(Middleware):
         except (EventError, BrokerUnavailable) as exc:
             # The failure is recorded on the notification either way.
             log.error("could not publish %s for %s: %s", FAILED_EVENT, notification.id, exc)
+        except Exception:
+            # Not even a store error may undo a batch whose outcomes are committed.
+            log.exception("could not publish %s for %s", FAILED_EVENT, notification.id)
