@@ -18,7 +18,7 @@ from __future__ import annotations
 import importlib
 from collections.abc import Iterable
 from importlib.metadata import entry_points
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from hub.channels.base import Channel
@@ -33,18 +33,18 @@ CHANNELS: dict[str, str] = {
 ENTRY_POINT_GROUP = "hub.channels"
 
 
-def import_channel(path: str) -> type[Channel]:
+def import_channel(path: str) -> type[Channel[Any]]:
     """The channel class at ``"module:Class"``; ``ImportError`` or ``TypeError`` if it is none."""
     module_name, _, class_name = path.partition(":")
     found = getattr(importlib.import_module(module_name), class_name, None)
     # Checked by shape: importing the base here would make settings import it too.
     if not (isinstance(found, type) and hasattr(found, "settings_model")):
         raise TypeError(f"{path!r} is not a channel class (hub.channels.base.Channel)")
-    channel: type[Channel] = found
+    channel: type[Channel[Any]] = found
     return channel
 
 
-def channel_classes(extra: Iterable[str] = ()) -> dict[str, type[Channel]]:
+def channel_classes(extra: Iterable[str] = ()) -> dict[str, type[Channel[Any]]]:
     """Every channel by name: the built-in ones, installed plugins, then ``extra`` paths.
 
     A later entry with the same name replaces an earlier one, so a plugin can

@@ -112,7 +112,7 @@ class AppriseChannel(Channel[AppriseSettings]):
     async def _send(self, message: Message) -> Receipt:
         assert self.apprise is not None, "started by send()"
         title = message.subject or message.event_type
-        options = {
+        options: dict[str, Any] = {
             "body": message.text,
             "title": title,
             "notify_type": notify_type(message),

@@ -10,14 +10,18 @@ mostly declaration plus :meth:`Channel._send`.
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, ClassVar, Generic, Literal, TypeVar
 
+from hub.errors import ChannelError, OutcomeUnknown, TransientError
 from hub.settings import ChannelSettings
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,6 +145,34 @@ class Channel(ABC, Generic[SettingsT]):
             return replace(receipt, details={**receipt.details, "outbox": str(path)})
         await self.start()
         return await self._send(message)
+
+    async def send_many(
+        self, messages: Sequence[Message], timeout_s: float
+    ) -> list[Receipt | ChannelError]:
+        """One attempt per message, ``concurrency`` at a time, each cut after ``timeout_s``.
+
+        Every message ends in a receipt or a classified error, never in an
+        exception: a cut attempt is :class:`OutcomeUnknown` (the request may
+        have reached the provider), an unclassified failure is transient.
+        """
+        slots = asyncio.Semaphore(self.concurrency)
+
+        async def attempt(message: Message) -> Receipt | ChannelError:
+            try:
+                # The timeout runs from the send, not from the wait for a free slot.
+                async with slots:
+                    return await asyncio.wait_for(self.send(message), timeout_s)
+            except ChannelError as exc:
+                return exc
+            except TimeoutError:
+                return OutcomeUnknown("attempt timed out", channel=self.name)
+            except Exception as exc:
+                # A bug or an unclassified library error: keep the notification
+                # alive and visible rather than leaving it stuck in "sending".
+                log.exception("unexpected error sending %s", message.notification_id)
+                return TransientError(f"{type(exc).__name__}: {exc}", channel=self.name)
+
+        return list(await asyncio.gather(*(attempt(message) for message in messages)))
 
     @abstractmethod
     def outbox_entry(self, message: Message) -> tuple[bytes, Receipt]:

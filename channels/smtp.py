@@ -52,12 +52,14 @@ class SmtpPool:
             # 421 means the server is closing the connection; any other reply
             # leaves it usable once the transaction is reset.
             if getattr(exc, "code", None) == 421:
-                connection = await self._drop(connection)
+                await self._drop(connection)
+                connection = None
             else:
                 connection = await self._reset(connection)
             raise classify(exc) from exc
         except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
-            connection = await self._drop(connection)
+            await self._drop(connection)
+            connection = None
             raise classify(exc) from exc
         except BaseException:
             # Cancelled mid-conversation (the attempt timed out): the server's
@@ -73,7 +75,8 @@ class SmtpPool:
         if connection is not None and (
             connection.sent >= self.settings.recycle_after or not connection.client.is_connected
         ):
-            connection = await self._drop(connection)
+            await self._drop(connection)
+            connection = None
         if connection is None:
             connection = _Connection(await self._connect())
         return connection
@@ -99,7 +102,8 @@ class SmtpPool:
         try:
             await connection.client.rset()
         except (aiosmtplib.SMTPException, OSError):
-            return await self._drop(connection)
+            await self._drop(connection)
+            return None
         return connection
 
     async def _drop(self, connection: _Connection | None) -> None:

@@ -25,6 +25,8 @@ delivery task decides what to do from fields, never from message text.
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class HubError(Exception):
     """Root of every error the hub raises on purpose."""
@@ -45,7 +47,7 @@ class EventError(InputError):
     shape FastAPI uses for its own 422 answers, so clients parse one format.
     """
 
-    def __init__(self, message: str, errors: list[dict[str, object]]) -> None:
+    def __init__(self, message: str, errors: list[dict[str, Any]]) -> None:
         super().__init__(message)
         self.errors = errors
 

@@ -9,7 +9,7 @@ so each can get its own workers and a slow provider never holds up another.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from hub.channels.base import Channel
@@ -18,6 +18,6 @@ DEFAULT = "celery"
 EVENTS = "events"
 
 
-def all_queues(channels: Mapping[str, type[Channel]]) -> tuple[str, ...]:
+def all_queues(channels: Mapping[str, type[Channel[Any]]]) -> tuple[str, ...]:
     """Every queue the hub uses, the channels' own after the two shared ones."""
     return (DEFAULT, EVENTS, *dict.fromkeys(channel.queue for channel in channels.values()))

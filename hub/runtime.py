@@ -20,7 +20,8 @@ import redis
 from hub import events
 from hub.channels.base import Channel
 from hub.errors import ConfigError
-from hub.middleware import Middleware, Publish, default_middleware
+from hub.middleware import Middleware, default_middleware
+from hub.middleware.announcer import Publish
 from hub.ratelimit import RateLimiter, RedisRateLimiter
 from hub.routing import check_subscriptions
 from hub.settings import Settings, get_settings

@@ -49,7 +49,8 @@ def publish(type: str, data: dict[str, Any], id: str | None = None) -> dict[str,
 @shared_task(name="hub.route")
 def route(event_id: str) -> int:
     """Turn a stored event into notifications and deliver or enqueue them."""
-    return route_many([event_id])
+    routed: int = route_many([event_id])
+    return routed
 
 
 @shared_task(name="hub.route_many")

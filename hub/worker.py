@@ -12,7 +12,7 @@ from typing import Any
 
 import kombu.exceptions
 from celery import Celery
-from kombu import Queue
+from kombu.entity import Queue
 
 from hub import queues
 from hub.embedded import running_url

@@ -5,16 +5,11 @@ One module per resource; :func:`create_app` assembles them.
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
-from typing import Annotated
-
-from fastapi import Depends, FastAPI, HTTPException, Request, status
-from fastapi.concurrency import run_in_threadpool
+from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from hub import __version__, events, keys
+from hub import __version__, events
+from hub.api.auth import authentication
 from hub.api.callback_routes import add_callback_routes
 from hub.api.event_routes import add_event_routes
 from hub.api.notification_routes import add_notification_routes
@@ -22,28 +17,6 @@ from hub.api.template_routes import add_template_routes
 from hub.errors import BrokerUnavailable, EventError, InvalidFilter
 from hub.settings import get_settings
 from hub.worker import get_app
-
-
-class _KeyCache:
-    """Valid key hashes seen recently, so a publish costs no key lookup."""
-
-    ttl_s = 60.0
-
-    def __init__(self, database_url: str) -> None:
-        self._database_url = database_url
-        self._seen: dict[str, float] = {}
-
-    async def check(self, key: str) -> bool:
-        digest = keys.hash_key(key)
-        if self._seen.get(digest, 0.0) > time.monotonic():
-            return True
-        if not await run_in_threadpool(keys.is_valid, self._database_url, key):
-            return False
-        self._seen[digest] = time.monotonic() + self.ttl_s
-        return True
-
-
-_bearer = HTTPBearer(auto_error=False)
 
 
 def create_app() -> FastAPI:
@@ -68,7 +41,7 @@ def create_app() -> FastAPI:
     def healthz() -> dict[str, str]:
         return {"status": "ok", "version": __version__}
 
-    authenticated = _authentication(settings.resolved_database_url)
+    authenticated = authentication(settings.resolved_database_url)
     add_event_routes(app, settings.resolved_database_url, authenticated)
     add_notification_routes(app, settings, authenticated)
     add_callback_routes(app, settings)
@@ -78,7 +51,7 @@ def create_app() -> FastAPI:
 
 async def _invalid_event(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, EventError)
-    detail = [{**error, "loc": ["body", *error["loc"]]} for error in exc.errors]  # type: ignore[list-item]
+    detail = [{**error, "loc": ["body", *error["loc"]]} for error in exc.errors]
     return JSONResponse({"detail": detail}, status_code=422)
 
 
@@ -92,21 +65,5 @@ async def _broker_down(_: Request, exc: Exception) -> JSONResponse:
         status_code=503,
         headers={"Retry-After": "5"},
     )
-
-
-def _authentication(database_url: str) -> Callable[..., None]:
-    key_cache = _KeyCache(database_url)
-
-    async def authenticated(
-        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-    ) -> None:
-        if credentials is None or not await key_cache.check(credentials.credentials):
-            raise HTTPException(
-                status.HTTP_401_UNAUTHORIZED,
-                "missing or invalid API key: send Authorization: Bearer <key>",
-                headers={"WWW-Authenticate": "Bearer"},
-            )
-
-    return authenticated
 
 

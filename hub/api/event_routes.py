@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, Literal
 
@@ -11,6 +11,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from hub import events
+from hub.api.auth import Authenticated
 from hub.errors import EventError
 from hub.store import events as stored_events
 from hub.store import notifications as stored_notifications
@@ -92,7 +93,7 @@ class EventOut(BaseModel):
     notifications: list[NotificationOut]
 
 
-def add_event_routes(app: FastAPI, database_url: str, authenticated: Callable[..., None]) -> None:
+def add_event_routes(app: FastAPI, database_url: str, authenticated: Authenticated) -> None:
     @app.post(
         "/v1/events",
         status_code=status.HTTP_202_ACCEPTED,
@@ -125,7 +126,7 @@ def add_event_routes(app: FastAPI, database_url: str, authenticated: Callable[..
         answers = events.publish_many([item for _, item in incoming])
         for (index, _), answer in zip(incoming, answers, strict=True):
             if isinstance(answer, EventError):
-                errors = [{**e, "loc": ["body", "events", index, *e["loc"]]} for e in answer.errors]  # type: ignore[list-item]
+                errors = [{**e, "loc": ["body", "events", index, *e["loc"]]} for e in answer.errors]
                 results[index] = BatchItemOut(index=index, status="rejected", errors=errors)
             else:
                 results[index] = BatchItemOut(

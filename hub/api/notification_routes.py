@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from datetime import datetime
 from typing import Annotated, Literal
 
@@ -10,6 +9,7 @@ from fastapi import Depends, FastAPI, HTTPException, Query, status
 from pydantic import BaseModel, ConfigDict, Field
 
 from hub import notifications
+from hub.api.auth import Authenticated
 from hub.settings import Settings
 
 
@@ -40,7 +40,7 @@ class Requeued(BaseModel):
 
 
 def add_notification_routes(
-    app: FastAPI, settings: Settings, authenticated: Callable[..., None]
+    app: FastAPI, settings: Settings, authenticated: Authenticated
 ) -> None:
     auth = [Depends(authenticated)]
 

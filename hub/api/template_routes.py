@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 from fastapi import Depends, FastAPI, HTTPException, status
 from pydantic import BaseModel, ConfigDict, Field
 
+from hub.api.auth import Authenticated
 from hub.errors import TemplateError
 from hub.settings import Settings
 from hub.templates import Templates
@@ -31,7 +31,7 @@ class PreviewOut(BaseModel):
 
 
 def add_template_routes(
-    app: FastAPI, settings: Settings, authenticated: Callable[..., None]
+    app: FastAPI, settings: Settings, authenticated: Authenticated
 ) -> None:
     templates = Templates(settings.all_template_dirs)
 

@@ -49,7 +49,7 @@ class RedisRateLimiter(RateLimiter):
         return wait_ms / 1000
 
     def paused_for(self, name: str) -> float:
-        remaining_ms = int(self._client.pttl(f"{self._prefix}:{name}:pause"))
+        remaining_ms: int = self._client.pttl(f"{self._prefix}:{name}:pause")  # type: ignore[assignment]
         return max(remaining_ms, 0) / 1000
 
     def _hold(self, name: str, milliseconds: int) -> None:

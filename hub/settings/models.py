@@ -91,6 +91,24 @@ class ChannelSettings(_Strict):
                 raise ValueError(str(exc)) from None
         return value
 
+    @model_validator(mode="before")
+    @classmethod
+    def _providers_inherit_section_keys(cls, data: Any) -> Any:
+        # Each listed provider takes the keys set on its section that it does not set itself.
+        listed = data.get("providers") if isinstance(data, dict) else None
+        if not isinstance(listed, list):
+            return data
+        shared = {key: value for key, value in data.items() if key != "providers"}
+        inherited = [{**shared, **entry} if isinstance(entry, dict) else entry for entry in listed]
+        return {**data, "providers": inherited}
+
+    @model_validator(mode="after")
+    def _distinct_provider_names(self) -> ChannelSettings:
+        names = [provider.name for provider in self.providers]
+        if len(set(names)) != len(names):
+            raise ValueError(f"provider names must be distinct, got {names}")
+        return self
+
     @property
     def all_providers(self) -> list[ChannelSettings]:
         """The listed providers, or this section as the one provider ``default``."""
@@ -101,32 +119,11 @@ class ChannelSettings(_Strict):
         return next((p for p in self.all_providers if p.name == name), None)
 
 
-def _inherit_section_keys(cls: type[ChannelSettings], data: Any) -> Any:
-    """Each listed provider takes the keys set on its section that it does not set itself."""
-    listed = data.get("providers") if isinstance(data, dict) else None
-    if not isinstance(listed, list):
-        return data
-    shared = {key: value for key, value in data.items() if key != "providers"}
-    inherited = [{**shared, **entry} if isinstance(entry, dict) else entry for entry in listed]
-    return {**data, "providers": inherited}
-
-
-def _distinct_provider_names(section: ChannelSettings) -> ChannelSettings:
-    names = [provider.name for provider in section.providers]
-    if len(set(names)) != len(names):
-        raise ValueError(f"provider names must be distinct, got {names}")
-    return section
-
-
 def section_model(model: type[ChannelSettings]) -> type[ChannelSettings]:
     """``model`` as a channel's section: itself, or a list of providers of its kind."""
     section: type[ChannelSettings] = create_model(
         model.__name__,
         __base__=model,
-        __validators__={
-            "inherit": model_validator(mode="before")(classmethod(_inherit_section_keys)),
-            "distinct": model_validator(mode="after")(_distinct_provider_names),
-        },
         providers=(list[model], Field(default_factory=list)),  # type: ignore[valid-type]
     )
     return section

@@ -152,13 +152,12 @@ def claim_many(db: Session, notification_ids: Sequence[str]) -> list[Claimed]:
         return []
     a = ATTEMPTS.c
     # Attempt numbers keep counting across manual retries, which reset the budget.
-    last = dict(
-        db.execute(
-            select(a.notification_id, func.max(a.number))
-            .where(a.notification_id.in_([c.id for c in claimed]))
-            .group_by(a.notification_id)
-        ).all()
+    numbered = db.execute(
+        select(a.notification_id, func.max(a.number))
+        .where(a.notification_id.in_([c.id for c in claimed]))
+        .group_by(a.notification_id)
     )
+    last: dict[str, int] = {nid: number for nid, number in numbered}
     now = utcnow()
     db.execute(
         insert(ATTEMPTS),
