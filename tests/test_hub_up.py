@@ -36,7 +36,10 @@ class Output:
 
 
 def test_hub_up_delivers_to_the_outbox_and_leaves_no_process_behind(tmp_path: Path) -> None:
+    redis_port = _free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("HUB_")}
+    # Not the default 6390, which a developer's own `hub up` may hold.
+    env["HUB_EMBEDDED_REDIS_PORT"] = str(redis_port)
     port = _free_port()
     up = subprocess.Popen(
         [sys.executable, "-m", "hub", "up", "--port", str(port)],
@@ -76,6 +79,18 @@ def test_hub_up_delivers_to_the_outbox_and_leaves_no_process_behind(tmp_path: Pa
         event = httpx.get(f"{base}/v1/events/{event_id}", headers=auth).json()
         assert [n["status"] for n in event["notifications"]] == ["sent"]
         assert (tmp_path / "var" / "redis" / "appendonly.aof").stat().st_size > 0
+        assert f"broker   redis://127.0.0.1:{redis_port}/0" in "".join(output.lines)
+
+        second = subprocess.run(
+            [sys.executable, "-m", "hub", "up", "--port", str(_free_port())],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert second.returncode == 2
+        assert "another `hub up` is running on" in second.stderr
     finally:
         up.send_signal(signal.SIGINT)
         code = up.wait(60)

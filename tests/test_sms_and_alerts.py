@@ -104,6 +104,7 @@ def test_a_user_with_a_phone_gets_an_email_and_an_sms(peers: Peers, smtp: SmtpSi
     assert sms["recipient"] == typed
     assert sms["provider_message_id"] == request.sid
     assert sms["segments"] == 1
+    assert sms["details"] == {"to": e164, "encoding": "GSM-7"}
 
 
 def test_a_user_without_a_phone_gets_no_sms(peers: Peers) -> None:

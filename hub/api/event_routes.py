@@ -79,6 +79,9 @@ class NotificationOut(BaseModel):
     last_error: str | None
     provider_message_id: str | None
     segments: int | None
+    details: dict[str, str] | None = Field(
+        None, description="What the channel reported with the send, e.g. the SMS encoding"
+    )
     sent_at: datetime | None
     attempt_log: list[AttemptOut]
 

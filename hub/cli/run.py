@@ -55,7 +55,7 @@ def up(
     if not broker_url:
         embedded = EmbeddedRedis(settings.var_dir / "redis")
         try:
-            broker_url = embedded.start()
+            broker_url = embedded.start(port=settings.embedded_redis_port)
         except EmbeddedRedisError as exc:
             raise fail(str(exc)) from None
     supervisor = Supervisor(child_env(HUB_BROKER_URL=broker_url))

@@ -53,4 +53,5 @@ class RateLimit(Middleware):
             if isinstance(turn.result, ChannelError) and turn.result.retry_after_s
         ]
         if pauses:
-            self._limiter.pause(batch.channel, max(pauses))
+            cap_s = batch.settings.delivery.max_retry_after_s
+            self._limiter.pause(batch.channel, min(max(pauses), cap_s))

@@ -11,7 +11,6 @@ import random
 
 from hub.errors import OutcomeUnknown, TransientError
 from hub.middleware.base import Batch, Middleware
-from hub.ratelimit import MAX_PAUSE_S
 from hub.settings import Settings
 from hub.store.models import NotificationStatus
 
@@ -24,15 +23,16 @@ def max_attempts(settings: Settings, channel: str) -> int:
 def backoff_s(attempt: int, settings: Settings, retry_after_s: float | None = None) -> float:
     """Full-jitter exponential backoff for the retry after attempt number ``attempt``.
 
-    A provider's ``retry_after_s`` is honoured up to :data:`MAX_PAUSE_S`: a
-    hostile or broken value ("retry in ten years") must not park a message
-    beyond what the broker and the sweeper can hold.
+    A provider's ``retry_after_s`` is honoured up to
+    ``delivery.max_retry_after_s``: a hostile or broken value ("retry in ten
+    years") must not park a message beyond what the broker and the sweeper
+    can hold.
     """
     policy = settings.delivery
     # The exponent is capped first: 2 ** 1024 overflows a float long before the ceiling applies.
     growth = 2.0 ** min(attempt - 1, 64)
     ceiling = min(policy.backoff_max_s, policy.backoff_base_s * growth)
-    return max(random.uniform(0, ceiling), min(retry_after_s or 0.0, MAX_PAUSE_S))
+    return max(random.uniform(0, ceiling), min(retry_after_s or 0.0, policy.max_retry_after_s))
 
 
 # What the core makes of a failure before this middleware looks again.

@@ -83,6 +83,9 @@ class Settings(BaseSettings):
     redis_url: str = Field("", description="Redis for rate limits; empty: the broker if Redis")
     database_url: str = Field("", description="Empty: SQLite at <var_dir>/hub.db")
     var_dir: Path = Path("var")
+    # Where `hub up`'s embedded redis-server listens: the same address at every
+    # start, so send_task publishers keep working (not 6379, a system Redis's).
+    embedded_redis_port: int = Field(6390, ge=1, le=65535)
     template_dirs: list[Path] = Field(default_factory=list)
     # More channel classes, as "module:Class" (installed plugins register themselves).
     extra_channels: list[str] = Field(default_factory=list)

@@ -48,6 +48,9 @@ class DeliverySettings(_Strict):
     # Redis that lost its data): anything still queued after stuck_after_s.
     sweep_interval_s: float = Field(30.0, gt=0)
     stuck_after_s: float = Field(120.0, gt=0)
+    # A provider's Retry-After is honoured up to this: a broken or hostile
+    # value must not park a message, or pause a channel, for years.
+    max_retry_after_s: float = Field(3600.0, gt=0, le=86_400)
 
     @model_validator(mode="after")
     def _sweeper_waits_for_running_attempts(self) -> DeliverySettings:
