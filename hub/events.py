@@ -137,9 +137,41 @@ async def publish_together(
     return await _coalescer().submit(event)
 
 
+# Deeper data than any event needs; every worker must be able to decode what is accepted.
+MAX_DATA_DEPTH = 32
+
+
 def _validated(event_type: str, data: Any, idempotency_key: str | None) -> Event:
+    if _deeper_than(data, MAX_DATA_DEPTH):
+        raise EventError(
+            "event data nested too deep",
+            [
+                {
+                    "loc": ["data"],
+                    "msg": f"nested deeper than {MAX_DATA_DEPTH} levels of objects and arrays",
+                    "type": "limit_exceeded",
+                }
+            ],
+        )
     catalog().validate(event_type, data)
     return Event(id=new_event_id(), type=event_type, data=data, idempotency_key=idempotency_key)
+
+
+def _deeper_than(data: Any, limit: int) -> bool:
+    """Whether objects and arrays in ``data`` nest deeper than ``limit`` (no recursion)."""
+    pending: list[tuple[Any, int]] = [(data, 1)]
+    while pending:
+        value, depth = pending.pop()
+        if isinstance(value, dict):
+            children = list(value.values())
+        elif isinstance(value, list):
+            children = value
+        else:
+            continue
+        if depth > limit:
+            return True
+        pending.extend((child, depth + 1) for child in children)
+    return False
 
 
 def _store_and_enqueue(events: list[Event], keep_if_broker_down: bool = False) -> list[Accepted]:

@@ -13,13 +13,15 @@ from typing import Any
 
 from celery import shared_task
 from celery.signals import worker_process_init, worker_process_shutdown, worker_shutdown
+from sqlalchemy.exc import SQLAlchemyError
 
 from hub import events
 from hub.delivery import Outcome, claim, send
 from hub.delivery import deliver as deliver_notifications
 from hub.errors import EventError
+from hub.middleware import Batch
 from hub.routing import route_events
-from hub.runtime import close_runtime, get_runtime
+from hub.runtime import Runtime, close_runtime, get_runtime
 from hub.store import events as stored_events
 from hub.store import notifications as stored_notifications
 from hub.store.db import seconds_ago, session
@@ -27,7 +29,7 @@ from hub.worker import (
     DELIVERY_BATCH,
     consumes,
     enqueue_deliveries,
-    enqueue_route,
+    enqueue_routes,
     queue_for,
 )
 
@@ -65,27 +67,58 @@ def route_many(event_ids: list[str]) -> int:
     shares them.
     """
     runtime = get_runtime()
-    with session(runtime.settings.resolved_database_url) as db:
-        queued = route_events(db, runtime.settings, runtime.templates, event_ids)
-        by_channel: dict[str, list[str]] = {}
-        for notification_id, channel in queued:
-            by_channel.setdefault(channel, []).append(notification_id)
-        small = len(queued) <= DELIVERY_BATCH
-        here = {
-            channel: ids
-            for channel, ids in by_channel.items()
-            if small and consumes(queue_for(channel))
-        }
-        claims = [claim(runtime, db, channel, ids) for channel, ids in here.items()]
+    try:
+        queued, claims = _route(runtime, event_ids)
+    except SQLAlchemyError:
+        raise  # the store itself failed: the sweeper routes the whole group again
+    except Exception as exc:
+        # One bad event (data that cannot be decoded, a bug it triggers) must
+        # not fail the events routed with it: each is routed on its own.
+        if len(event_ids) > 1:
+            return sum(route_many([event_id]) for event_id in event_ids)
+        _routing_failed(runtime, event_ids[0], exc)
+        return 0
+    by_channel = _by_channel(queued)
     enqueue_deliveries(
         (notification_id, channel)
         for channel, ids in by_channel.items()
-        if channel not in here
+        if channel not in {claimed.channel for claimed in claims}
         for notification_id in ids
     )
     for claimed in claims:
         _retry_later(claimed.channel, send(runtime, claimed))
     return len(queued)
+
+
+def _route(runtime: Runtime, event_ids: list[str]) -> tuple[list[tuple[str, str]], list[Batch]]:
+    """Route in one transaction; claim the deliveries this worker makes itself."""
+    with session(runtime.settings.resolved_database_url) as db:
+        queued = route_events(db, runtime.settings, runtime.templates, event_ids)
+        small = len(queued) <= DELIVERY_BATCH
+        claims = [
+            claim(runtime, db, channel, ids)
+            for channel, ids in _by_channel(queued).items()
+            if small and consumes(queue_for(channel))
+        ]
+    return queued, claims
+
+
+def _by_channel(queued: list[tuple[str, str]]) -> dict[str, list[str]]:
+    by_channel: dict[str, list[str]] = {}
+    for notification_id, channel in queued:
+        by_channel.setdefault(channel, []).append(notification_id)
+    return by_channel
+
+
+def _routing_failed(runtime: Runtime, event_id: str, exc: Exception) -> None:
+    error = f"{type(exc).__name__}: {exc}"[:1000]
+    limit = runtime.settings.delivery.max_routing_attempts
+    with session(runtime.settings.resolved_database_url) as db:
+        quarantined = stored_events.record_routing_failure(db, event_id, error, limit)
+    if quarantined:
+        log.error("event %s quarantined after %d failed routings: %s", event_id, limit, error)
+    else:
+        log.warning("routing event %s failed (the sweeper tries again): %s", event_id, error)
 
 
 @shared_task(name="hub.deliver")
@@ -109,21 +142,28 @@ def sweep() -> dict[str, int]:
     """Re-enqueue what the broker lost: unrouted events and stalled notifications."""
     settings = get_runtime().settings
     policy = settings.delivery
+    events_swept = notifications_swept = 0
     with session(settings.resolved_database_url) as db:
-        event_ids = stored_events.stuck_events(db, seconds_ago(policy.stuck_after_s))
-        notifications = stored_notifications.stuck_notifications(
-            db,
-            seconds_ago(policy.stuck_after_s),
-            seconds_ago(policy.stuck_after_s + policy.backoff_max_s),
-        )
-    for event_id in event_ids:
-        enqueue_route(event_id)
-    enqueue_deliveries(notifications)
-    if event_ids or notifications:
+        for page in stored_events.stuck_events(db, seconds_ago(policy.stuck_after_s)):
+            enqueue_routes(page)
+            events_swept += len(page)
+    while True:
+        # Each page is marked re-enqueued as it is taken, so the next one is new.
+        with session(settings.resolved_database_url) as db:
+            notifications = stored_notifications.stuck_notifications(
+                db,
+                seconds_ago(policy.stuck_after_s),
+                seconds_ago(policy.stuck_after_s + policy.backoff_max_s),
+            )
+        enqueue_deliveries(notifications)
+        notifications_swept += len(notifications)
+        if len(notifications) < stored_notifications.SWEEP_PAGE:
+            break
+    if events_swept or notifications_swept:
         log.warning(
-            "sweeper re-enqueued %d events, %d notifications", len(event_ids), len(notifications)
+            "sweeper re-enqueued %d events, %d notifications", events_swept, notifications_swept
         )
-    return {"events": len(event_ids), "notifications": len(notifications)}
+    return {"events": events_swept, "notifications": notifications_swept}
 
 
 @worker_process_init.connect

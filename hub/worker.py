@@ -106,10 +106,6 @@ def enqueue(task: str, args: list[Any], queue: str, countdown: float | None = No
         raise BrokerUnavailable(f"broker unavailable: {exc}") from exc
 
 
-def enqueue_route(event_id: str) -> None:
-    enqueue("hub.route", [event_id], queues.EVENTS)
-
-
 def enqueue_routes(event_ids: list[str], chunk: int = 100) -> None:
     """Route many events with few broker messages (chunks spread over workers)."""
     for start in range(0, len(event_ids), chunk):

@@ -145,7 +145,7 @@ def test_the_sweeper_finds_unrouted_events_and_stalled_notifications(database_ur
     future = seconds_ago(-60)
 
     with session(database_url) as db:
-        events = stored_events.stuck_events(db, future)
+        events = [event_id for page in stored_events.stuck_events(db, future) for event_id in page]
         stalled = dict(stored_notifications.stuck_notifications(db, future, future))
     with session(database_url) as db:
         statuses = {n.id: n.status for n in stored_notifications.notifications_of(db, event.id)}
@@ -213,3 +213,36 @@ def test_api_keys_are_found_by_hash_only(database_url: str) -> None:
     with session(database_url) as db:
         stored = db.execute(text("SELECT key_hash FROM api_keys")).scalars().all()
     assert key not in stored and keys.hash_key(key) in stored
+
+
+def test_the_sweeper_sees_every_page_of_stuck_events_oldest_first(database_url: str) -> None:
+    with session(database_url) as db:
+        stored = [stored_events.add_event(db, new_event())[0].id for _ in range(5)]
+
+    with session(database_url) as db:
+        pages = list(stored_events.stuck_events(db, seconds_ago(-60), page_size=2))
+
+    assert [len(page) for page in pages] == [2, 2, 1]
+    assert [event_id for page in pages for event_id in page] == stored
+
+
+def test_an_event_failing_routing_is_quarantined_at_the_limit_and_no_longer_swept(
+    database_url: str,
+) -> None:
+    with session(database_url) as db:
+        bad, good = (stored_events.add_event(db, new_event())[0].id for _ in range(2))
+
+    verdicts = []
+    for _ in range(3):
+        with session(database_url) as db:
+            verdicts.append(stored_events.record_routing_failure(db, bad, "RecursionError", 3))
+    with session(database_url) as db:
+        pages = stored_events.stuck_events(db, seconds_ago(-60))
+        swept = [event_id for page in pages for event_id in page]
+        event = stored_events.get_event(db, bad)
+        assert event is not None
+        kept = (event.status, event.routing_attempts, event.error)
+
+    assert verdicts == [False, False, True]
+    assert kept == ("quarantined", 3, "RecursionError")
+    assert swept == [good]

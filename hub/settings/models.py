@@ -51,6 +51,9 @@ class DeliverySettings(_Strict):
     # A provider's Retry-After is honoured up to this: a broken or hostile
     # value must not park a message, or pause a channel, for years.
     max_retry_after_s: float = Field(3600.0, gt=0, le=86_400)
+    # An event whose routing fails this many times is quarantined: kept with
+    # its error for a person to look at, and no longer swept.
+    max_routing_attempts: int = Field(5, ge=1)
 
     @model_validator(mode="after")
     def _sweeper_waits_for_running_attempts(self) -> DeliverySettings:

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Row, Table, delete, insert, select
+from sqlalchemy import Row, Table, case, delete, insert, literal, select, tuple_, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -96,12 +96,48 @@ def events_by_id(db: Session, event_ids: Iterable[str]) -> dict[str, EventRow]:
     return {row.id: row for row in rows}
 
 
-def stuck_events(db: Session, older_than: datetime) -> list[str]:
-    """Events accepted before ``older_than`` and never routed (their enqueue was lost)."""
-    query = select(Event.id).where(
-        Event.status == EventStatus.ACCEPTED, Event.created_at < older_than
-    )
-    return list(db.scalars(query.limit(1000)))
+def stuck_events(db: Session, older_than: datetime, page_size: int = 1000) -> Iterator[list[str]]:
+    """Pages of events accepted before ``older_than`` and never routed, oldest first.
+
+    Every page, not just the first: many events that keep failing (until they
+    are quarantined) must not hide a newer one whose enqueue was lost.
+    """
+    after: tuple[datetime, str] | None = None
+    while True:
+        query = select(Event.id, Event.created_at).where(
+            Event.status == EventStatus.ACCEPTED, Event.created_at < older_than
+        )
+        if after is not None:
+            query = query.where(
+                tuple_(Event.created_at, Event.id) > tuple_(literal(after[0]), literal(after[1]))
+            )
+        page = db.execute(query.order_by(Event.created_at, Event.id).limit(page_size)).all()
+        if not page:
+            return
+        yield [row.id for row in page]
+        after = (page[-1].created_at, page[-1].id)
+
+
+def record_routing_failure(db: Session, event_id: str, error: str, quarantine_after: int) -> bool:
+    """Count a failed routing of an unrouted event; True when that quarantines it.
+
+    A quarantined event keeps its error and is no longer swept.
+    """
+    attempts = Event.routing_attempts + 1
+    quarantined = db.execute(
+        update(Event)
+        .where(Event.id == event_id, Event.status == EventStatus.ACCEPTED)
+        .values(
+            routing_attempts=attempts,
+            error=error,
+            status=case(
+                (attempts >= quarantine_after, EventStatus.QUARANTINED.value),
+                else_=EventStatus.ACCEPTED.value,
+            ),
+        )
+        .returning(Event.status)
+    ).scalar()
+    return quarantined == EventStatus.QUARANTINED
 
 
 def delete_unrouted_events(db: Session, event_ids: Sequence[str]) -> None:

@@ -36,6 +36,7 @@ class Base(DeclarativeBase):
 class EventStatus(StrEnum):
     ACCEPTED = "accepted"  # stored, routing task enqueued (or to be re-enqueued by the sweeper)
     ROUTED = "routed"  # its notifications exist
+    QUARANTINED = "quarantined"  # routing failed repeatedly; kept with its error, never swept
 
 
 class NotificationStatus(StrEnum):
@@ -60,6 +61,8 @@ class Event(Base):
     status: Mapped[str] = mapped_column(String(20), default=EventStatus.ACCEPTED)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     routed_at: Mapped[datetime | None]
+    routing_attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    error: Mapped[str | None] = mapped_column(Text)
 
     __table_args__ = (Index("ix_events_status_created", "status", "created_at"),)
 

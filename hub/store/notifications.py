@@ -337,6 +337,10 @@ def record_provider_status(
     return notification
 
 
+# Notifications the sweeper takes at once; it takes pages until none are left.
+SWEEP_PAGE = 1000
+
+
 def stuck_notifications(
     db: Session, older_than: datetime, retrying_older_than: datetime
 ) -> list[tuple[str, str]]:
@@ -373,7 +377,7 @@ def stuck_notifications(
             Notification.updated_at < retrying_older_than,
         ),
     )
-    batch = select(Notification.id).where(stale).limit(1000).scalar_subquery()
+    batch = select(Notification.id).where(stale).limit(SWEEP_PAGE).scalar_subquery()
     waiting = db.execute(
         update(Notification)
         .where(Notification.id.in_(batch), stale)
