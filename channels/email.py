@@ -38,6 +38,8 @@ class EmailSettings(ChannelSettings):
     from_address: str = "Hub <hub@localhost>"
     pool_size: int = Field(2, ge=1, le=64)
     recycle_after: int = Field(100, ge=1)
+    # Mail servers keep a message for days; a day of retries rides out any outage.
+    retry_window: str = "24h"
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,8 +10,11 @@ rate limit uses the in-process limiter on a clock that moves only when told.
 from __future__ import annotations
 
 import logging
+import os
+import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -39,10 +42,10 @@ from hub.middleware import (
 )
 from hub.middleware.retries import backoff_s
 from hub.ratelimit import StubRateLimiter
-from hub.settings import Settings, load_settings
+from hub.settings import Settings, bundled_path, load_settings
 from hub.store import opt_outs
 from hub.store.db import migrate, session
-from hub.store.models import NotificationStatus
+from hub.store.models import NotificationStatus, utcnow
 from hub.store.notifications import Claimed
 
 # ---- Building turns and settings ---------------------------------------------------------------
@@ -70,6 +73,7 @@ def make_turn(
     result: Result = None,
     status: NotificationStatus | None = None,
     reason: str = "",
+    queued_s_ago: float = 0.0,
 ) -> Turn:
     """Turn number ``n`` of a batch, as the core hands it to a hook at that point."""
     recipient = recipient or f"+1555000{n:04d}"
@@ -80,6 +84,7 @@ def make_turn(
         recipient=recipient,
         template=event_type,
         attempts=attempts,
+        created_at=utcnow() - timedelta(seconds=queued_s_ago),
     )
     event = FakeEvent(f"evt_{n}", event_type, {"user_id": str(n)})
     message = None
@@ -492,6 +497,69 @@ def test_without_a_limiter_a_retry_after_is_ignored(settings: Settings) -> None:
 # ---- Retries -----------------------------------------------------------------------------------
 
 
+@pytest.fixture
+def shipped(monkeypatch: pytest.MonkeyPatch) -> Settings:
+    """The bundled settings.toml alone: no HUB_ env var (other tests' stacks export theirs)."""
+    for name in list(os.environ):
+        if name.startswith("HUB_"):
+            monkeypatch.delenv(name)
+    return load_settings(bundled_path("settings.toml"))
+
+
+def test_the_shipped_retry_budget_is_a_window_in_time_with_attempts_as_an_upper_bound(
+    shipped: Settings,
+) -> None:
+    assert shipped.delivery.max_attempts == 25
+    assert shipped.channels.email.retry_window_s == 24 * 3600
+    for channel in ("sms", "slack", "webhook", "apprise"):
+        assert shipped.channels.of(channel).retry_window_s == 3600
+
+
+def test_the_shipped_budget_rides_out_a_ten_minute_outage(shipped: Settings) -> None:
+    # Given the shipped settings and a provider down for ten minutes
+    random.seed(7)
+
+    # When a notification fails every attempt, the worst of 200 draws of the jitter
+    def time_to_give_up() -> float:
+        elapsed, attempt = 0.0, 1
+        while attempt < shipped.delivery.max_attempts:
+            elapsed += backoff_s(attempt, shipped)
+            attempt += 1
+        return elapsed
+
+    # Then it is still being retried after the ten minutes
+    assert min(time_to_give_up() for _ in range(200)) > 600
+
+
+def test_a_transient_failure_past_the_retry_window_fails_naming_the_window(
+    settings: Settings,
+) -> None:
+    # Given an SMS (retry_window 1h) queued two hours ago, failing on attempt 3 of 5
+    turn = make_turn(
+        1, attempts=3, result=transient(), status=NotificationStatus.FAILED, queued_s_ago=7200
+    )
+
+    Retries().after_send(batch_of(settings, turn))
+
+    assert turn.status is NotificationStatus.FAILED
+    assert "retry_window_exhausted" in turn.reason
+
+
+def test_the_last_retry_inside_the_window_falls_at_its_end(
+    configure: Callable[..., Settings],
+) -> None:
+    # Given backoff that would wait 300 s, and 10 s left of the window
+    settings = configure(delivery__backoff_base_s="300")
+    turn = make_turn(
+        1, attempts=3, result=transient(), status=NotificationStatus.FAILED, queued_s_ago=3590
+    )
+
+    Retries().after_send(batch_of(settings, turn))
+
+    assert turn.status is NotificationStatus.RETRYING
+    assert turn.retry_in_s is not None and turn.retry_in_s <= 10
+
+
 def test_a_transient_failure_is_retried_within_the_backoff_ceiling(settings: Settings) -> None:
     # Given 50 third attempts that failed transiently (ceiling: 2 s * 2**2 = 8 s)
     error = transient()
@@ -542,7 +610,8 @@ def test_a_hostile_retry_after_does_not_hold_a_retry_past_the_cap(settings: Sett
     # Then the retry is still scheduled within the hub's cap on a provider's hint
     assert turn.status is NotificationStatus.RETRYING
     assert turn.retry_in_s is not None
-    assert turn.retry_in_s == settings.delivery.max_retry_after_s == 3600
+    # (and within the SMS retry window of an hour, which began a moment ago)
+    assert 3599 < turn.retry_in_s <= settings.delivery.max_retry_after_s == 3600
 
 
 def test_a_transient_failure_at_the_attempt_limit_stays_failed(settings: Settings) -> None:
@@ -555,7 +624,7 @@ def test_a_transient_failure_at_the_attempt_limit_stays_failed(settings: Setting
 
     # Then it is failed for good, saying why
     assert turn.status is NotificationStatus.FAILED
-    assert turn.reason == f"{error} (gave up after 5 attempts)"
+    assert turn.reason == f"{error} (max_attempts: gave up after 5 attempts)"
     assert turn.retry_in_s is None
 
 
@@ -571,7 +640,7 @@ def test_retries_use_the_channels_own_attempt_limit(configure: Callable[..., Set
     # Then the first attempt is retried and the second is the last
     assert first.status is NotificationStatus.RETRYING
     assert second.status is NotificationStatus.FAILED
-    assert second.reason.endswith("(gave up after 2 attempts)")
+    assert second.reason.endswith("(max_attempts: gave up after 2 attempts)")
 
 
 def test_an_unknown_outcome_is_held_by_default(settings: Settings) -> None:

@@ -1,8 +1,9 @@
 """Retries: a transient failure runs again after full-jitter exponential backoff.
 
 Never sooner than the provider's ``retry_after_s``; an unknown outcome only
-when the channel's ``on_unknown`` is ``"retry"``; never more than the
-channel's ``max_attempts`` (else ``delivery.max_attempts``).
+when the channel's ``on_unknown`` is ``"retry"``. A budget in time ends the
+retries: the channel's ``retry_window`` after the notification was queued,
+with ``max_attempts`` as an upper bound inside it, whichever comes first.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import random
 from hub.errors import OutcomeUnknown, TransientError
 from hub.middleware.base import Batch, Middleware
 from hub.settings import Settings
-from hub.store.models import NotificationStatus
+from hub.store.models import NotificationStatus, utcnow
 
 
 def max_attempts(settings: Settings, channel: str) -> int:
@@ -46,6 +47,7 @@ class Retries(Middleware):
         settings = batch.settings
         retry_unknown = settings.channels.of(batch.channel).on_unknown == "retry"
         limit = max_attempts(settings, batch.channel)
+        window_s = settings.channels.of(batch.channel).retry_window_s
         for turn in batch.turns:
             error = turn.result
             retryable = isinstance(error, TransientError) or (
@@ -55,10 +57,15 @@ class Retries(Middleware):
                 continue
             assert isinstance(error, TransientError | OutcomeUnknown)
             attempts = turn.notification.attempts
+            left_s = window_s - (utcnow() - turn.notification.created_at).total_seconds()
             if attempts >= limit:
-                turn.decide(
-                    NotificationStatus.FAILED, f"{error} (gave up after {attempts} attempts)"
-                )
+                reason = f"{error} (max_attempts: gave up after {attempts} attempts)"
+                turn.decide(NotificationStatus.FAILED, reason)
+            elif left_s <= 0:
+                window = settings.channels.of(batch.channel).retry_window
+                reason = f"{error} (retry_window_exhausted: still failing {window} after queued)"
+                turn.decide(NotificationStatus.FAILED, reason)
             else:
                 delay = backoff_s(attempts, settings, error.retry_after_s)
-                turn.decide(NotificationStatus.RETRYING, str(error), retry_in_s=delay)
+                # The last try falls at the end of the window, not beyond it.
+                turn.decide(NotificationStatus.RETRYING, str(error), retry_in_s=min(delay, left_s))

@@ -14,7 +14,7 @@ from pydantic import (
 )
 
 from hub.errors import ConfigError
-from hub.settings.units import Rate
+from hub.settings.units import Rate, parse_duration
 
 if TYPE_CHECKING:
     from hub.channels.base import Channel
@@ -39,7 +39,8 @@ class ApiSettings(_Strict):
 class DeliverySettings(_Strict):
     """Retry policy shared by every channel."""
 
-    max_attempts: int = Field(5, ge=1)
+    # An upper bound inside each channel's retry_window, whichever ends first.
+    max_attempts: int = Field(25, ge=1)
     backoff_base_s: float = Field(2.0, gt=0)
     backoff_max_s: float = Field(300.0, gt=0)
     # One provider call may take this long before it is cut.
@@ -84,8 +85,20 @@ class ChannelSettings(_Strict):
     burst: int = Field(1, ge=1)
     # Overrides delivery.max_attempts for this channel.
     max_attempts: int | None = Field(None, ge=1)
+    # How long after it was queued a notification is still retried: "1h", "24h".
+    retry_window: str = "1h"
     name: str = Field("default", min_length=1)
     providers: list[Any] = Field(default_factory=list)
+
+    @field_validator("retry_window")
+    @classmethod
+    def _valid_window(cls, value: str) -> str:
+        parse_duration(value, "retry_window")
+        return value
+
+    @property
+    def retry_window_s(self) -> float:
+        return parse_duration(self.retry_window, "retry_window")
 
     @field_validator("rate_limit")
     @classmethod

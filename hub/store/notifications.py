@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
 from sqlalchemy import (
@@ -62,6 +62,8 @@ class Claimed:
     recipient: str
     template: str
     attempts: int
+    # When routing queued it: a channel's retry window runs from here.
+    created_at: datetime = field(default_factory=utcnow)
 
 
 def notifications_of(db: Session, event_id: str) -> Sequence[Notification]:
@@ -145,7 +147,9 @@ def claim_many(db: Session, notification_ids: Sequence[str]) -> list[Claimed]:
             update(NOTIFICATIONS)
             .where(n.id.in_(list(notification_ids)), n.status.in_(CLAIMABLE))
             .values(status=NotificationStatus.SENDING, attempts=n.attempts + 1, updated_at=utcnow())
-            .returning(n.id, n.event_id, n.channel, n.recipient, n.template, n.attempts)
+            .returning(
+                n.id, n.event_id, n.channel, n.recipient, n.template, n.attempts, n.created_at
+            )
         )
     ]
     if not claimed:
