@@ -13,13 +13,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from sqlalchemy.orm import Session
 
 from hub.channels.base import Message, Receipt
-from hub.errors import ChannelError, OutcomeUnknown, PermanentError, TemplateError, TransientError
+from hub.errors import OutcomeUnknown, PermanentError, TemplateError, TransientError
 from hub.middleware import Batch, Turn
 from hub.store import events as stored_events
 from hub.store import notifications as stored_notifications
@@ -33,42 +32,35 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True, slots=True)
-class Outcome:
-    """How one notification's turn ended; ``retry_in_s`` is set when it must run again."""
-
-    notification_id: str
-    status: NotificationStatus
-    retry_in_s: float | None = None
-
-
 def claim(runtime: Runtime, db: Session, channel: str, notification_ids: Sequence[str]) -> Batch:
     """Claim a batch inside ``db``'s transaction; those not ours to send are left out."""
     claimed = stored_notifications.claim_many(db, notification_ids)
     events = stored_events.events_by_id(db, {n.event_id for n in claimed})
-    batch = Batch(channel, runtime.settings, [Turn(n, events[n.event_id]) for n in claimed])
+    providers = list(runtime.providers[channel])
+    turns = [Turn(n, events[n.event_id], providers=list(providers)) for n in claimed]
+    batch = Batch(channel, runtime.settings, turns)
     for middleware in runtime.middleware:
         middleware.after_claim(db, batch)
     return batch
 
 
-def deliver(runtime: Runtime, channel: str, notification_ids: Sequence[str]) -> list[Outcome]:
+def deliver(runtime: Runtime, channel: str, notification_ids: Sequence[str]) -> list[Turn]:
     """Claim a batch of one channel's notifications and attempt each (see :func:`send`)."""
     with session(runtime.settings.resolved_database_url) as db:
         batch = claim(runtime, db, channel, notification_ids)
     return send(runtime, batch)
 
 
-def send(runtime: Runtime, batch: Batch) -> list[Outcome]:
-    """Attempt each claimed notification once, concurrently, and record the outcomes."""
+def send(runtime: Runtime, batch: Batch) -> list[Turn]:
+    """Attempt each claimed notification once, concurrently, and record the outcomes.
+
+    Returns the turns, each decided; ``retry_in_s`` is set on those to run again.
+    """
     for turn in batch.undecided():
         _render(runtime, turn)
     for middleware in runtime.middleware:
         middleware.before_send(batch)
-    ready = [turn for turn in batch.undecided() if turn.message is not None]
-    results = _send_all(runtime, batch.channel, [turn.message for turn in ready if turn.message])
-    for turn, result in zip(ready, results, strict=True):
-        turn.result = result
+    _send_all(runtime, batch)
     for turn in batch.undecided():
         _classify(turn)
     for middleware in runtime.middleware:
@@ -76,20 +68,16 @@ def send(runtime: Runtime, batch: Batch) -> list[Outcome]:
     _record(runtime, batch)
     for middleware in runtime.middleware:
         middleware.after_record(batch)
-    return [
-        Outcome(turn.notification.id, turn.status, turn.retry_in_s)
-        for turn in batch.turns
-        if turn.status is not None
-    ]
+    return batch.turns
 
 
 def _render(runtime: Runtime, turn: Turn) -> None:
     notification, event = turn.notification, turn.event
-    channel = runtime.channels[notification.channel]
+    parts = runtime.settings.channel_classes[notification.channel].parts
     context = context_for(event.id, event.type, event.data)
     context["recipient"] = notification.recipient
     try:
-        rendered = runtime.templates.render(notification.template, context, channel.parts)
+        rendered = runtime.templates.render(notification.template, context, parts)
     except TemplateError as exc:
         turn.result = exc
         return
@@ -116,21 +104,35 @@ def _classify(turn: Turn) -> None:
         turn.decide(NotificationStatus.FAILED, str(result))
 
 
-def _send_all(
-    runtime: Runtime, channel_name: str, messages: list[Message]
-) -> list[Receipt | ChannelError]:
-    if not messages:
-        return []
-    channel = runtime.channels[channel_name]
+def _send_all(runtime: Runtime, batch: Batch) -> None:
+    """Send each ready turn through its first provider; a transient failure tries the next.
+
+    Failover happens within the attempt: the turn's ``providers`` (the
+    channel's, in order, less those a middleware held back) are tried until
+    one answers or none is left.
+    """
+    pending = [turn for turn in batch.undecided() if turn.message and turn.providers]
     timeout_s = runtime.settings.delivery.attempt_timeout_s
-    waves = -(-len(messages) // channel.concurrency)
-    return runtime.run(channel.send_many(messages, timeout_s), timeout_s=timeout_s * waves + 10)
+    while pending:
+        by_provider: dict[str, list[Turn]] = {}
+        for turn in pending:
+            by_provider.setdefault(turn.providers.pop(0), []).append(turn)
+        for provider, turns in by_provider.items():
+            channel = runtime.providers[batch.channel][provider]
+            messages = [turn.message for turn in turns if turn.message]
+            waves = -(-len(messages) // channel.concurrency)
+            sent = channel.send_many(messages, timeout_s)
+            results = runtime.run(sent, timeout_s=timeout_s * waves + 10)
+            for turn, result in zip(turns, results, strict=True):
+                turn.result, turn.provider = result, provider
+                turn.tried.append((provider, result))
+        pending = [t for t in pending if isinstance(t.result, TransientError) and t.providers]
 
 
 def _record(runtime: Runtime, batch: Batch) -> None:
-    """Store every turn's outcome in one transaction; a rate-limit wait undoes its claim."""
-    receipts = []
-    waiting = []
+    """Store every turn's outcome in one transaction; a wait undoes its claim."""
+    receipts: list[stored_notifications.SentReceipt] = []
+    waiting: dict[str, str] = {}
     with session(runtime.settings.resolved_database_url) as db:
         for turn in batch.turns:
             nid, status = turn.notification.id, turn.status
@@ -138,12 +140,13 @@ def _record(runtime: Runtime, batch: Batch) -> None:
                 assert isinstance(turn.result, Receipt)
                 receipt = turn.result
                 details = receipt.details or None
-                receipts.append((nid, receipt.provider_message_id, receipt.segments, details))
-            elif status is NotificationStatus.QUEUED:
-                waiting.append(nid)
+                pmid, segments = receipt.provider_message_id, receipt.segments
+                receipts.append((nid, pmid, segments, details, turn.provider))
+            elif status is NotificationStatus.WAITING:
+                waiting[nid] = turn.reason
             elif status is not None:
                 log.warning("notification %s %s: %s", nid, status, turn.reason)
-                number = stored_notifications.finish(db, nid, status, error=turn.reason)
+                number = stored_notifications.finish(db, nid, status, turn.reason, turn.provider)
                 turn.recorded, turn.attempt_number = number is not None, number or 0
         if receipts:
             stored_notifications.finish_sent(db, receipts)

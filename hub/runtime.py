@@ -19,10 +19,11 @@ import redis
 
 from hub import events
 from hub.channels.base import Channel
+from hub.circuit import circuit_breakers
 from hub.errors import ConfigError
 from hub.middleware import Middleware, default_middleware
 from hub.middleware.announcer import Publish
-from hub.ratelimit import RateLimiter, RedisRateLimiter
+from hub.ratelimit import RedisRateLimiter
 from hub.routing import check_subscriptions
 from hub.settings import Settings, get_settings
 from hub.templates import Templates
@@ -30,11 +31,14 @@ from hub.templates import Templates
 T = TypeVar("T")
 
 
-def build_channels(settings: Settings) -> dict[str, Channel[Any]]:
-    """Every channel, on its first provider; unconfigured ones write to the outbox."""
+def build_providers(settings: Settings) -> dict[str, dict[str, Channel[Any]]]:
+    """Every channel, one instance per provider in order; unconfigured ones write to the outbox."""
     outbox = settings.var_dir / "outbox"
     return {
-        name: channel(settings.channels.of(name).all_providers[0], outbox / name)
+        name: {
+            provider.name: channel(provider, outbox / name)
+            for provider in settings.channels.of(name).all_providers
+        }
         for name, channel in settings.channel_classes.items()
     }
 
@@ -50,13 +54,18 @@ class Runtime:
         self.settings = settings
         self.templates = Templates(settings.all_template_dirs)
         check_subscriptions(settings, self.templates)
-        self.channels = build_channels(settings)
-        self.middleware: list[Middleware] = default_middleware(_limiter(settings), publish)
+        self.providers = build_providers(settings)
+        redis_client = _redis(settings)
+        self.middleware: list[Middleware] = default_middleware(
+            RedisRateLimiter(redis_client) if redis_client else None,
+            circuit_breakers(settings.rate_limit_redis_url),
+            publish,
+        )
         self._loop = asyncio.new_event_loop()
         # Threads of a `--pool threads` worker take turns on the loop.
         self._turn = threading.Lock()
         try:
-            for channel in self.channels.values():
+            for channel in self._all_channels():
                 self.run(channel.start(), timeout_s=30)
         except BaseException:
             self.close()
@@ -68,19 +77,23 @@ class Runtime:
             return self._loop.run_until_complete(asyncio.wait_for(coroutine, timeout_s))
 
     def close(self) -> None:
-        for channel in self.channels.values():
+        for channel in self._all_channels():
             self.run(channel.close(), timeout_s=10)
         self._loop.close()
 
+    def _all_channels(self) -> list[Channel[Any]]:
+        return [channel for providers in self.providers.values() for channel in providers.values()]
 
-def _limiter(settings: Settings) -> RateLimiter | None:
+
+def _redis(settings: Settings) -> redis.Redis | None:
+    """Where rate limits and circuits are shared; None without Redis (circuits stay per process)."""
     url = settings.rate_limit_redis_url
     limited = [name for name in settings.channel_classes if settings.channels.of(name).rate_limit]
     if limited and not url:
         raise ConfigError(
             f"channels.{limited[0]}.rate_limit needs Redis: set redis_url (the broker is not Redis)"
         )
-    return RedisRateLimiter(redis.Redis.from_url(url)) if url else None
+    return redis.Redis.from_url(url) if url else None
 
 
 _runtime: Runtime | None = None

@@ -16,10 +16,10 @@ from celery.signals import worker_process_init, worker_process_shutdown, worker_
 from sqlalchemy.exc import SQLAlchemyError
 
 from hub import events
-from hub.delivery import Outcome, claim, send
+from hub.delivery import claim, send
 from hub.delivery import deliver as deliver_notifications
 from hub.errors import EventError
-from hub.middleware import Batch
+from hub.middleware import Batch, Turn
 from hub.routing import route_events
 from hub.runtime import Runtime, close_runtime, get_runtime
 from hub.store import events as stored_events
@@ -124,17 +124,17 @@ def _routing_failed(runtime: Runtime, event_id: str, exc: Exception) -> None:
 @shared_task(name="hub.deliver")
 def deliver(channel: str, notification_ids: list[str]) -> dict[str, int]:
     """One attempt for each of a batch; retries and rate-limit waits come back after a countdown."""
-    outcomes = deliver_notifications(get_runtime(), channel, notification_ids)
-    _retry_later(channel, outcomes)
-    return dict(Counter(str(outcome.status) for outcome in outcomes))
+    turns = deliver_notifications(get_runtime(), channel, notification_ids)
+    _retry_later(channel, turns)
+    return dict(Counter(str(turn.status) for turn in turns))
 
 
-def _retry_later(channel: str, outcomes: list[Outcome]) -> None:
-    for outcome in outcomes:
-        if outcome.retry_in_s is not None:
+def _retry_later(channel: str, turns: list[Turn]) -> None:
+    for turn in turns:
+        if turn.retry_in_s is not None:
             # A new message rather than self.retry(): attempts are counted in
             # the store, and a rate-limit wait must not count as one.
-            enqueue_deliveries([(outcome.notification_id, channel)], countdown=outcome.retry_in_s)
+            enqueue_deliveries([(turn.notification.id, channel)], countdown=turn.retry_in_s)
 
 
 @shared_task(name="hub.sweep")

@@ -21,6 +21,7 @@ from typing import Any, NamedTuple
 import pytest
 
 from hub.channels.base import Message, Receipt
+from hub.circuit import StubCircuitBreakers
 from hub.errors import (
     BrokerUnavailable,
     ChannelError,
@@ -33,6 +34,7 @@ from hub.errors import (
 from hub.middleware import (
     Announcer,
     Batch,
+    CircuitBreaker,
     OptOut,
     PoisonGuard,
     RateLimit,
@@ -366,7 +368,7 @@ def test_rate_limit_lets_through_as_many_turns_as_it_has_tokens(
     RateLimit(limiter).before_send(batch)
 
     # Then the first two go now and the other three wait
-    assert fates(batch) == [None, None, *[NotificationStatus.QUEUED] * 3]
+    assert fates(batch) == [None, None, *[NotificationStatus.WAITING] * 3]
 
 
 def test_rate_limited_turns_wait_one_interval_apart(
@@ -381,7 +383,7 @@ def test_rate_limited_turns_wait_one_interval_apart(
 
     # Then the waiting turns come back 0.5 s, 1 s and 1.5 s from now (plus a little jitter)
     waiting = batch.turns[2:]
-    assert all(turn.reason == "rate limited" for turn in waiting)
+    assert all(turn.reason.startswith("rate_limited:") for turn in waiting)
     for turn, expected_s in zip(waiting, [0.5, 1.0, 1.5], strict=True):
         assert turn.retry_in_s is not None
         assert expected_s <= turn.retry_in_s <= expected_s + JITTER_S
@@ -415,7 +417,7 @@ def test_a_paused_channel_without_a_rate_limit_holds_every_ready_turn(
     RateLimit(limiter).before_send(batch)
 
     # Then every turn waits out the pause
-    assert fates(batch) == [NotificationStatus.QUEUED] * 3
+    assert fates(batch) == [NotificationStatus.WAITING] * 3
     for turn in batch.turns:
         assert turn.retry_in_s is not None
         assert 5 <= turn.retry_in_s <= 5 + JITTER_S
@@ -699,7 +701,7 @@ def test_retries_leave_sent_and_undecided_turns_alone(settings: Settings) -> Non
     # Given a sent turn, and a transient error on a turn another policy already queued
     sent = make_turn(1, result=Receipt("SM1"), status=NotificationStatus.SENT)
     queued = make_turn(
-        2, result=transient(), status=NotificationStatus.QUEUED, reason="rate limited"
+        2, result=transient(), status=NotificationStatus.WAITING, reason="rate limited"
     )
 
     # When the results are in
@@ -708,7 +710,7 @@ def test_retries_leave_sent_and_undecided_turns_alone(settings: Settings) -> Non
     # Then neither changes
     assert (sent.status, queued.status, queued.reason) == (
         NotificationStatus.SENT,
-        NotificationStatus.QUEUED,
+        NotificationStatus.WAITING,
         "rate limited",
     )
 
@@ -835,7 +837,7 @@ def test_announcer_skips_a_failure_the_store_did_not_take(
         NotificationStatus.SENT,
         NotificationStatus.RETRYING,
         NotificationStatus.SUPPRESSED,
-        NotificationStatus.QUEUED,
+        NotificationStatus.WAITING,
     ],
 )
 def test_announcer_skips_outcomes_that_are_not_final_failures(
@@ -895,11 +897,21 @@ def test_a_failed_announcement_is_logged_not_raised(
 
 def test_default_middleware_runs_in_policy_order(publish: RecordingPublish) -> None:
     # Given the hub's default policies
-    middleware = default_middleware(StubRateLimiter(clock=FakeClock()), publish)
+    middleware = default_middleware(
+        StubRateLimiter(clock=FakeClock()), StubCircuitBreakers(), publish
+    )
 
-    # Then opt-outs and the poison guard decide before the rate limit spends tokens,
-    # and retries settle a failure before the announcer sees whether it is final
-    assert [type(m) for m in middleware] == [OptOut, PoisonGuard, RateLimit, Retries, Announcer]
+    # Then opt-outs, the poison guard and open circuits decide before the rate
+    # limit spends tokens, and retries settle a failure before the announcer
+    # sees whether it is final
+    assert [type(m) for m in middleware] == [
+        OptOut,
+        PoisonGuard,
+        CircuitBreaker,
+        RateLimit,
+        Retries,
+        Announcer,
+    ]
 
 
 def test_default_middleware_uses_the_limiter_and_publish_it_is_given(
@@ -907,7 +919,7 @@ def test_default_middleware_uses_the_limiter_and_publish_it_is_given(
 ) -> None:
     # Given the default policies over a paused limiter and a recording publish
     limiter.pause("sms", 5)
-    middleware = default_middleware(limiter, publish)
+    middleware = default_middleware(limiter, StubCircuitBreakers(), publish)
     waiting = batch_of(settings, make_turn(1))
     failed = batch_of(settings, recorded_failure(2))
 
@@ -917,5 +929,5 @@ def test_default_middleware_uses_the_limiter_and_publish_it_is_given(
         m.after_record(failed)
 
     # Then the pause holds the turn and the failure is published through the given function
-    assert fates(waiting) == [NotificationStatus.QUEUED]
+    assert fates(waiting) == [NotificationStatus.WAITING]
     assert [data["notification_id"] for _, data, _ in publish.calls] == ["ntf_2"]

@@ -118,7 +118,7 @@ def test_a_notification_can_be_claimed_once_until_it_is_released_for_retry(
     with session(database_url) as db:
         [reclaimed] = stored_notifications.claim_many(db, [nid])
     with session(database_url) as db:
-        stored_notifications.finish_sent(db, [(nid, "<m@x>", None, None)])
+        stored_notifications.finish_sent(db, [(nid, "<m@x>", None, None, None)])
     with session(database_url) as db:
         assert stored_notifications.claim_many(db, [nid]) == []
         [notification] = stored_notifications.notifications_of(db, event.id)
@@ -171,7 +171,7 @@ def test_a_late_worker_cannot_overwrite_a_notification_it_no_longer_owns(
         stored_notifications.stuck_notifications(db, seconds_ago(-60), seconds_ago(-60))
 
     with session(database_url) as db:
-        recorded = stored_notifications.finish_sent(db, [(nid, "<m@x>", None, None)])
+        recorded = stored_notifications.finish_sent(db, [(nid, "<m@x>", None, None, None)])
         [notification] = stored_notifications.notifications_of(db, event.id)
 
     assert recorded == 0
@@ -189,13 +189,14 @@ def test_a_sent_notification_keeps_what_its_channel_reported(database_url: str) 
         stored_notifications.claim_many(db, [a, b])
     with session(database_url) as db:
         recorded = stored_notifications.finish_sent(
-            db, [(a, "SM1", 2, sms), (b, "<m@x>", None, None)]
+            db, [(a, "SM1", 2, sms, "backup"), (b, "<m@x>", None, None, None)]
         )
     with session(database_url) as db:
         stored = {n.id: n for n in stored_notifications.notifications_of(db, event.id)}
 
     assert recorded == 2
     assert (stored[a].provider_message_id, stored[a].segments, stored[a].details) == ("SM1", 2, sms)
+    assert (stored[a].provider, stored[b].provider) == ("backup", None)
     assert (stored[b].provider_message_id, stored[b].segments, stored[b].details) == (
         "<m@x>",
         None,

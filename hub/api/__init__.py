@@ -11,9 +11,11 @@ from fastapi.responses import JSONResponse
 from hub import __version__, events
 from hub.api.auth import authentication
 from hub.api.callback_routes import add_callback_routes
+from hub.api.channel_routes import add_channel_routes
 from hub.api.event_routes import add_event_routes
 from hub.api.notification_routes import add_notification_routes
 from hub.api.template_routes import add_template_routes
+from hub.circuit import circuit_breakers
 from hub.errors import BrokerUnavailable, EventError, InvalidFilter
 from hub.settings import get_settings
 from hub.worker import get_app
@@ -46,6 +48,8 @@ def create_app() -> FastAPI:
     add_notification_routes(app, settings, authenticated)
     add_callback_routes(app, settings)
     add_template_routes(app, settings, authenticated)
+    breakers = circuit_breakers(settings.rate_limit_redis_url)
+    add_channel_routes(app, settings, breakers, authenticated)
     return app
 
 

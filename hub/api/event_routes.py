@@ -79,6 +79,7 @@ class NotificationOut(BaseModel):
     last_error: str | None
     provider_message_id: str | None
     segments: int | None
+    provider: str | None = Field(None, description="The channel provider of the last attempt")
     details: dict[str, str] | None = Field(
         None, description="What the channel reported with the send, e.g. the SMS encoding"
     )

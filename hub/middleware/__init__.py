@@ -1,15 +1,17 @@
 """Delivery policy as middleware around the delivery core (:mod:`hub.delivery`).
 
 Each policy is one class in one module; :func:`default_middleware` is the one
-place that orders them. Order matters: opt-outs and the poison guard decide
-before the rate limit spends tokens, and retries settle a failure before the
-announcer sees whether it is final.
+place that orders them. Order matters: opt-outs, the poison guard and open
+circuits decide before the rate limit spends tokens, and retries settle a
+failure before the announcer sees whether it is final.
 """
 
 from __future__ import annotations
 
+from hub.circuit import CircuitBreakers
 from hub.middleware.announcer import Announcer, Publish
 from hub.middleware.base import Batch, Middleware, Turn
+from hub.middleware.circuit import CircuitBreaker
 from hub.middleware.opt_out import OptOut
 from hub.middleware.poison import PoisonGuard
 from hub.middleware.rate_limit import RateLimit
@@ -17,14 +19,24 @@ from hub.middleware.retries import Retries
 from hub.ratelimit import RateLimiter
 
 
-def default_middleware(limiter: RateLimiter | None, publish: Publish) -> list[Middleware]:
+def default_middleware(
+    limiter: RateLimiter | None, breakers: CircuitBreakers, publish: Publish
+) -> list[Middleware]:
     """The hub's delivery policies, in the order their hooks run."""
-    return [OptOut(), PoisonGuard(), RateLimit(limiter), Retries(), Announcer(publish)]
+    return [
+        OptOut(),
+        PoisonGuard(),
+        CircuitBreaker(breakers),
+        RateLimit(limiter),
+        Retries(),
+        Announcer(publish),
+    ]
 
 
 __all__ = [
     "Announcer",
     "Batch",
+    "CircuitBreaker",
     "Middleware",
     "OptOut",
     "PoisonGuard",

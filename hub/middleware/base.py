@@ -27,7 +27,12 @@ class Turn:
     notification: Claimed
     event: EventRow
     message: Message | None = None
+    # The channel's providers still to try this attempt, in order.
+    providers: list[str] = field(default_factory=list)
     result: Receipt | ChannelError | TemplateError | None = None
+    # The provider that gave ``result``, and every (provider, result) of this attempt.
+    provider: str | None = None
+    tried: list[tuple[str, Receipt | ChannelError]] = field(default_factory=list)
     status: NotificationStatus | None = None
     reason: str = ""
     # Set when the notification must run again after this many seconds.

@@ -41,7 +41,8 @@ class RateLimit(Middleware):
                 interval_s = rate.interval_ms / 1000 if rate else 0.0
                 for n, turn in enumerate(ready[index:]):
                     delay = wait_s + n * interval_s + random.uniform(0, 0.02)
-                    turn.decide(NotificationStatus.QUEUED, "rate limited", retry_in_s=delay)
+                    reason = f"rate_limited: {batch.channel} is at its rate limit"
+                    turn.decide(NotificationStatus.WAITING, reason, retry_in_s=delay)
                 return
 
     def after_send(self, batch: Batch) -> None:

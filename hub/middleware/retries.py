@@ -11,7 +11,7 @@ from __future__ import annotations
 import random
 
 from hub.errors import OutcomeUnknown, TransientError
-from hub.middleware.base import Batch, Middleware
+from hub.middleware.base import Batch, Middleware, Turn
 from hub.settings import Settings
 from hub.store.models import NotificationStatus, utcnow
 
@@ -19,6 +19,18 @@ from hub.store.models import NotificationStatus, utcnow
 def max_attempts(settings: Settings, channel: str) -> int:
     """The retry budget of ``channel``."""
     return settings.channels.of(channel).max_attempts or settings.delivery.max_attempts
+
+
+def window_left_s(settings: Settings, channel: str, turn: Turn) -> float:
+    """Seconds left of the channel's retry window for ``turn`` (negative once it is over)."""
+    window_s = settings.channels.of(channel).retry_window_s
+    return window_s - (utcnow() - turn.notification.created_at).total_seconds()
+
+
+def window_exhausted(settings: Settings, channel: str, error: object) -> str:
+    """The reason of a notification that failed for good at the end of its retry window."""
+    window = settings.channels.of(channel).retry_window
+    return f"{error} (retry_window_exhausted: still failing {window} after queued)"
 
 
 def backoff_s(attempt: int, settings: Settings, retry_after_s: float | None = None) -> float:
@@ -47,7 +59,6 @@ class Retries(Middleware):
         settings = batch.settings
         retry_unknown = settings.channels.of(batch.channel).on_unknown == "retry"
         limit = max_attempts(settings, batch.channel)
-        window_s = settings.channels.of(batch.channel).retry_window_s
         for turn in batch.turns:
             error = turn.result
             retryable = isinstance(error, TransientError) or (
@@ -57,13 +68,12 @@ class Retries(Middleware):
                 continue
             assert isinstance(error, TransientError | OutcomeUnknown)
             attempts = turn.notification.attempts
-            left_s = window_s - (utcnow() - turn.notification.created_at).total_seconds()
+            left_s = window_left_s(settings, batch.channel, turn)
             if attempts >= limit:
                 reason = f"{error} (max_attempts: gave up after {attempts} attempts)"
                 turn.decide(NotificationStatus.FAILED, reason)
             elif left_s <= 0:
-                window = settings.channels.of(batch.channel).retry_window
-                reason = f"{error} (retry_window_exhausted: still failing {window} after queued)"
+                reason = window_exhausted(settings, batch.channel, error)
                 turn.decide(NotificationStatus.FAILED, reason)
             else:
                 delay = backoff_s(attempts, settings, error.retry_after_s)

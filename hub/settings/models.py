@@ -68,6 +68,25 @@ class DeliverySettings(_Strict):
         return self
 
 
+class CircuitSettings(_Strict):
+    """When a provider counts as down, and how long its notifications then wait."""
+
+    # Failures in a row (no connection, 5xx, 429) that open the circuit.
+    failures: int = Field(5, ge=1)
+    # How long an open circuit holds notifications before one probe is let through.
+    open_for: str = "30s"
+
+    @field_validator("open_for")
+    @classmethod
+    def _valid_open_for(cls, value: str) -> str:
+        parse_duration(value, "open_for")
+        return value
+
+    @property
+    def open_for_s(self) -> float:
+        return parse_duration(self.open_for, "open_for")
+
+
 class ChannelSettings(_Strict):
     """What every channel can be told; each channel's module adds its provider's keys.
 
@@ -87,6 +106,7 @@ class ChannelSettings(_Strict):
     max_attempts: int | None = Field(None, ge=1)
     # How long after it was queued a notification is still retried: "1h", "24h".
     retry_window: str = "1h"
+    circuit: CircuitSettings = Field(default_factory=CircuitSettings)
     name: str = Field("default", min_length=1)
     providers: list[Any] = Field(default_factory=list)
 

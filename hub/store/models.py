@@ -41,6 +41,8 @@ class EventStatus(StrEnum):
 
 class NotificationStatus(StrEnum):
     QUEUED = "queued"
+    # Held behind an open circuit or a rate limit, without spending an attempt.
+    WAITING = "waiting"
     SENDING = "sending"
     SENT = "sent"  # the provider accepted it
     RETRYING = "retrying"
@@ -81,6 +83,8 @@ class Notification(Base):
     last_error: Mapped[str | None] = mapped_column(Text)
     provider_message_id: Mapped[str | None] = mapped_column(String(500), index=True)
     segments: Mapped[int | None] = mapped_column(Integer)
+    # The channel provider that made the last attempt ([[channels.<name>.providers]]).
+    provider: Mapped[str | None] = mapped_column(String(100))
     details: Mapped[dict[str, Any] | None]  # what the channel reported on sending (Receipt.details)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)

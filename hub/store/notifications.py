@@ -7,7 +7,7 @@ conditional UPDATEs, so two workers can never both own one notification.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -30,7 +30,7 @@ from sqlalchemy.orm import Session
 from hub.store.events import EVENTS
 from hub.store.models import Attempt, EventStatus, Notification, NotificationStatus, utcnow
 
-CLAIMABLE = (NotificationStatus.QUEUED, NotificationStatus.RETRYING)
+CLAIMABLE = (NotificationStatus.QUEUED, NotificationStatus.RETRYING, NotificationStatus.WAITING)
 RETRYABLE = (
     NotificationStatus.FAILED,
     NotificationStatus.UNKNOWN,
@@ -178,16 +178,20 @@ def claim_many(db: Session, notification_ids: Sequence[str]) -> list[Claimed]:
     return claimed
 
 
-def release(db: Session, notification_ids: Sequence[str]) -> None:
-    """Undo a claim that sent nothing (a rate-limit wait): no attempt is counted."""
+def release(db: Session, waiting: Mapping[str, str]) -> None:
+    """Undo claims that sent nothing: ``waiting`` maps each to why it waits.
+
+    The notification is ``waiting`` (a rate limit, an open circuit) and no
+    attempt is counted.
+    """
     n, a = NOTIFICATIONS.c, ATTEMPTS.c
+    notification_ids = list(waiting)
     db.execute(
         update(NOTIFICATIONS)
-        .where(n.id.in_(list(notification_ids)), n.status == NotificationStatus.SENDING)
+        .where(n.id.in_(notification_ids), n.status == NotificationStatus.SENDING)
         .values(
-            status=case(
-                (n.attempts > 1, NotificationStatus.RETRYING), else_=NotificationStatus.QUEUED
-            ),
+            status=NotificationStatus.WAITING,
+            last_error=case(dict(waiting), value=n.id),
             attempts=n.attempts - 1,
             updated_at=utcnow(),
         )
@@ -199,19 +203,24 @@ def release(db: Session, notification_ids: Sequence[str]) -> None:
     )
 
 
-def finish_sent(
-    db: Session, receipts: Sequence[tuple[str, str, int | None, dict[str, str] | None]]
-) -> int:
-    """Record ``(id, provider_message_id, segments, details)`` as sent, for those still ``sending``.
+# (notification id, provider message id, segments, details, provider)
+SentReceipt = tuple[str, str, int | None, dict[str, str] | None, str | None]
+
+
+def finish_sent(db: Session, receipts: Sequence[SentReceipt]) -> int:
+    """Record each ``SentReceipt`` as sent, for the notifications still ``sending``.
 
     One UPDATE for the whole batch. Returns how many were recorded (fewer when
     the sweeper gave one away meanwhile).
     """
     n = NOTIFICATIONS.c
     now = utcnow()
-    provider_ids = case({nid: pmid for nid, pmid, _, _ in receipts}, value=n.id)
-    segments = {nid: count for nid, _, count, _ in receipts if count is not None}
-    details = {nid: type_coerce(extra, JSON) for nid, _, _, extra in receipts if extra is not None}
+    provider_ids = case({nid: pmid for nid, pmid, *_ in receipts}, value=n.id)
+    segments = {nid: count for nid, _, count, *_ in receipts if count is not None}
+    details = {
+        nid: type_coerce(extra, JSON) for nid, _, _, extra, _ in receipts if extra is not None
+    }
+    providers = {nid: provider for nid, *_, provider in receipts if provider is not None}
     recorded = db.scalars(
         update(NOTIFICATIONS)
         .where(n.id.in_([nid for nid, *_ in receipts]), n.status == NotificationStatus.SENDING)
@@ -223,6 +232,7 @@ def finish_sent(
             provider_message_id=provider_ids,
             segments=case(segments, value=n.id, else_=None) if segments else None,
             details=case(details, value=n.id, else_=None) if details else None,
+            provider=case(providers, value=n.id, else_=None) if providers else None,
         )
         .returning(n.id)
     ).all()
@@ -246,7 +256,11 @@ ATTEMPT_OUTCOMES = {
 
 
 def finish(
-    db: Session, notification_id: str, status: NotificationStatus, error: str | None = None
+    db: Session,
+    notification_id: str,
+    status: NotificationStatus,
+    error: str | None = None,
+    provider: str | None = None,
 ) -> int | None:
     """Record the end of the current attempt, unsent, and the notification's new status.
 
@@ -261,7 +275,7 @@ def finish(
         .where(
             Notification.id == notification_id, Notification.status == NotificationStatus.SENDING
         )
-        .values(status=status, updated_at=now, last_error=error)
+        .values(status=status, updated_at=now, last_error=error, provider=provider)
     )
     if result.rowcount != 1:  # type: ignore[attr-defined]
         return None
@@ -377,7 +391,7 @@ def stuck_notifications(
             Notification.status == NotificationStatus.QUEUED, Notification.updated_at < older_than
         ),
         and_(
-            Notification.status == NotificationStatus.RETRYING,
+            Notification.status.in_((NotificationStatus.RETRYING, NotificationStatus.WAITING)),
             Notification.updated_at < retrying_older_than,
         ),
     )
@@ -389,3 +403,13 @@ def stuck_notifications(
         .returning(Notification.id, Notification.channel)
     ).all()
     return [(row.id, row.channel) for row in (*lost, *waiting)]
+
+
+def waiting_by_channel(db: Session) -> dict[str, int]:
+    """How many notifications wait behind each channel's circuit or rate limit."""
+    query = (
+        select(Notification.channel, func.count())
+        .where(Notification.status == NotificationStatus.WAITING)
+        .group_by(Notification.channel)
+    )
+    return {channel: count for channel, count in db.execute(query)}
