@@ -11,9 +11,10 @@ record, however large it is.
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from collections.abc import Awaitable, Sequence
+from typing import TYPE_CHECKING, TypeVar
 
 from sqlalchemy.orm import Session
 
@@ -30,6 +31,7 @@ if TYPE_CHECKING:
     from hub.runtime import Runtime
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 def claim(runtime: Runtime, db: Session, channel: str, notification_ids: Sequence[str]) -> Batch:
@@ -121,12 +123,27 @@ def _send_all(runtime: Runtime, batch: Batch) -> None:
             channel = runtime.providers[batch.channel][provider]
             messages = [turn.message for turn in turns if turn.message]
             waves = -(-len(messages) // channel.concurrency)
-            sent = channel.send_many(messages, timeout_s)
+            sent = _leased(runtime, batch, channel.send_many(messages, timeout_s))
             results = runtime.run(sent, timeout_s=timeout_s * waves + 10)
             for turn, result in zip(turns, results, strict=True):
                 turn.result, turn.provider = result, provider
                 turn.tried.append((provider, result))
         pending = [t for t in pending if isinstance(t.result, TransientError) and t.providers]
+
+
+async def _leased(runtime: Runtime, batch: Batch, sending: Awaitable[T]) -> T:
+    """Await ``sending`` while renewing the batch's leases every third of ``lease_s``."""
+    task = asyncio.ensure_future(sending)
+    ids = [turn.notification.id for turn in batch.turns]
+    url = runtime.settings.resolved_database_url
+    while not (await asyncio.wait({task}, timeout=runtime.settings.delivery.lease_s / 3))[0]:
+        await asyncio.to_thread(_renew, url, ids)
+    return task.result()
+
+
+def _renew(url: str, notification_ids: list[str]) -> None:
+    with session(url) as db:
+        stored_notifications.renew_leases(db, notification_ids)
 
 
 def _record(runtime: Runtime, batch: Batch) -> None:

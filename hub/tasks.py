@@ -154,6 +154,7 @@ def sweep() -> dict[str, int]:
                 db,
                 seconds_ago(policy.stuck_after_s),
                 seconds_ago(policy.stuck_after_s + policy.backoff_max_s),
+                seconds_ago(policy.lease_s),
             )
         enqueue_deliveries(notifications)
         notifications_swept += len(notifications)

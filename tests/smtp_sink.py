@@ -33,6 +33,10 @@ class Received:
     arrived_at: float
 
 
+# How long the sink takes to accept a "slow-..." recipient.
+SLOW_REPLY_S = 1.5
+
+
 @dataclass
 class SmtpSink:
     """Handler and record of one aiosmtpd server."""
@@ -66,6 +70,8 @@ class SmtpSink:
             self._changed.notify_all()
         while address in self.holding:
             await asyncio.sleep(0.01)  # polled: the test releases it from another thread
+        if address.startswith("slow-"):
+            await asyncio.sleep(SLOW_REPLY_S)  # a provider that takes its time, not a fault
         if address in self.healed:
             envelope.rcpt_tos.append(address)
             return "250 OK"

@@ -52,6 +52,9 @@ class DeliverySettings(_Strict):
     # A provider's Retry-After is honoured up to this: a broken or hostile
     # value must not park a message, or pause a channel, for years.
     max_retry_after_s: float = Field(3600.0, gt=0, le=86_400)
+    # A worker holds what it claimed under a lease it renews while it works;
+    # the sweeper hands a notification to another worker only once it expires.
+    lease_s: float = Field(60.0, ge=1)
     # An event whose routing fails this many times is quarantined: kept with
     # its error for a person to look at, and no longer swept.
     max_routing_attempts: int = Field(5, ge=1)

@@ -360,20 +360,22 @@ SWEEP_PAGE = 1000
 
 
 def stuck_notifications(
-    db: Session, older_than: datetime, retrying_older_than: datetime
+    db: Session, older_than: datetime, retrying_older_than: datetime, lease_expired: datetime
 ) -> list[tuple[str, str]]:
     """``(id, channel)`` of notifications whose task the broker lost, marked as re-enqueued.
 
-    Queued, or left ``sending`` by a dead worker, since before ``older_than``;
-    retrying since before ``retrying_older_than`` (past any backoff). Every
-    change is one conditional UPDATE, so a worker finishing at the same moment
-    is never overwritten.
+    Queued since before ``older_than``; retrying or waiting since before
+    ``retrying_older_than`` (past any backoff); ``sending`` under a lease last
+    renewed before ``lease_expired`` (its worker died). Every change is one
+    conditional UPDATE, so a worker finishing at the same moment is never
+    overwritten.
     """
     now = utcnow()
     lost = db.execute(
         update(Notification)
         .where(
-            Notification.status == NotificationStatus.SENDING, Notification.updated_at < older_than
+            Notification.status == NotificationStatus.SENDING,
+            Notification.updated_at < lease_expired,
         )
         .values(status=NotificationStatus.RETRYING, updated_at=now)
         .returning(Notification.id, Notification.channel)
@@ -403,6 +405,16 @@ def stuck_notifications(
         .returning(Notification.id, Notification.channel)
     ).all()
     return [(row.id, row.channel) for row in (*lost, *waiting)]
+
+
+def renew_leases(db: Session, notification_ids: Sequence[str]) -> None:
+    """Renew the lease of those still ``sending``: their worker is still at work."""
+    n = NOTIFICATIONS.c
+    db.execute(
+        update(NOTIFICATIONS)
+        .where(n.id.in_(list(notification_ids)), n.status == NotificationStatus.SENDING)
+        .values(updated_at=utcnow())
+    )
 
 
 def waiting_by_channel(db: Session) -> dict[str, int]:

@@ -31,9 +31,13 @@ from tests.smtp_sink import SmtpSink, _free_port, start_sink
 # shorter waits only spend that budget sooner, so nothing that would fail
 # with the shipped waits can pass here; only how soon a backlog drains after
 # a fault heals differs.
+#
+# A lease of 5 s instead of 60: a live worker renews its lease every third of
+# it whatever its length, so only a dead worker's work comes back sooner.
 FAST_RECOVERY = {
     "HUB_DELIVERY__SWEEP_INTERVAL_S": "1",
     "HUB_DELIVERY__STUCK_AFTER_S": "5",
+    "HUB_DELIVERY__LEASE_S": "5",
     "HUB_DELIVERY__ATTEMPT_TIMEOUT_S": "3",
     "HUB_DELIVERY__BACKOFF_BASE_S": "0.2",
     "HUB_DELIVERY__BACKOFF_MAX_S": "3",

@@ -76,6 +76,27 @@ def test_emails_sent_while_smtp_is_down_for_30s_all_arrive_once_when_it_returns(
     assert any(n["attempts"] > 1 for n in retried)
 
 
+def test_a_slow_provider_is_never_sent_the_same_email_twice(faulty_hub: FaultyHub) -> None:
+    # Given one SMTP connection per worker process, a server that takes 1.5 s
+    # per message, and a sweeper (free to run in the second process) that
+    # takes over work stalled for 5 s
+    faulty_hub.stop("worker")
+    faulty_hub.env["HUB_CHANNELS__EMAIL__POOL_SIZE"] = "1"
+    faulty_hub.start_worker(concurrency=2)
+    recipients = [address("slow") for _ in range(6)]
+
+    # When six events arrive together: one batch, 9 s of sending
+    with faulty_hub.stack.client() as http:
+        batch = [{"type": "user.registered", "data": user(to)} for to in recipients]
+        answer = http.post("/v1/events:batch", json={"events": batch}).json()
+
+    # Then each email goes out once: the worker's lease outlives the sweeper's patience
+    for result in answer["results"]:
+        [email] = faulty_hub.stack.settled(result["id"], timeout_s=60)["notifications"]
+        assert (email["status"], email["attempts"]) == ("sent", 1)
+    assert [len(faulty_hub.smtp.to(to)) for to in recipients] == [1] * 6
+
+
 def _retrying(hub: FaultyHub) -> bool:
     with hub.stack.client() as http:
         return bool(http.get("/v1/notifications", params={"status": "retrying"}).json())
