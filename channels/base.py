@@ -13,7 +13,7 @@ import asyncio
 import logging
 import re
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, ClassVar, Generic, Literal, TypeVar
@@ -147,17 +147,27 @@ class Channel(ABC, Generic[SettingsT]):
         return await self._send(message)
 
     async def send_many(
-        self, messages: Sequence[Message], timeout_s: float
+        self,
+        messages: Sequence[Message],
+        timeout_s: float,
+        arrived: Callable[[int, Receipt | ChannelError], None] | None = None,
     ) -> list[Receipt | ChannelError]:
         """One attempt per message, ``concurrency`` at a time, each cut after ``timeout_s``.
 
         Every message ends in a receipt or a classified error, never in an
         exception: a cut attempt is :class:`OutcomeUnknown` (the request may
         have reached the provider), an unclassified failure is transient.
+        ``arrived(index, result)`` is called as each attempt ends.
         """
         slots = asyncio.Semaphore(self.concurrency)
 
-        async def attempt(message: Message) -> Receipt | ChannelError:
+        async def attempt(index: int, message: Message) -> Receipt | ChannelError:
+            result = await one(message)
+            if arrived is not None:
+                arrived(index, result)
+            return result
+
+        async def one(message: Message) -> Receipt | ChannelError:
             try:
                 # The timeout runs from the send, not from the wait for a free slot.
                 async with slots:
@@ -172,7 +182,7 @@ class Channel(ABC, Generic[SettingsT]):
                 log.exception("unexpected error sending %s", message.notification_id)
                 return TransientError(f"{type(exc).__name__}: {exc}", channel=self.name)
 
-        return list(await asyncio.gather(*(attempt(message) for message in messages)))
+        return list(await asyncio.gather(*(attempt(i, m) for i, m in enumerate(messages))))
 
     @abstractmethod
     def outbox_entry(self, message: Message) -> tuple[bytes, Receipt]:

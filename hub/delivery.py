@@ -11,16 +11,21 @@ record, however large it is.
 
 from __future__ import annotations
 
-import asyncio
-import logging
-from collections.abc import Awaitable, Sequence
-from typing import TYPE_CHECKING, TypeVar
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from sqlalchemy.orm import Session
 
 from hub.channels.base import Message, Receipt
-from hub.errors import OutcomeUnknown, PermanentError, TemplateError, TransientError
+from hub.errors import (
+    ChannelError,
+    OutcomeUnknown,
+    PermanentError,
+    TemplateError,
+    TransientError,
+)
 from hub.middleware import Batch, Turn
+from hub.recording import SendRecorder, record
 from hub.store import events as stored_events
 from hub.store import notifications as stored_notifications
 from hub.store.db import session
@@ -30,8 +35,6 @@ from hub.templates import context_for
 if TYPE_CHECKING:
     from hub.runtime import Runtime
 
-log = logging.getLogger(__name__)
-T = TypeVar("T")
 
 
 def claim(runtime: Runtime, db: Session, channel: str, notification_ids: Sequence[str]) -> Batch:
@@ -67,7 +70,7 @@ def send(runtime: Runtime, batch: Batch) -> list[Turn]:
         _classify(turn)
     for middleware in runtime.middleware:
         middleware.after_send(batch)
-    _record(runtime, batch)
+    record(runtime.settings.resolved_database_url, batch, runtime.middleware)
     for middleware in runtime.middleware:
         middleware.after_record(batch)
     return batch.turns
@@ -114,60 +117,29 @@ def _send_all(runtime: Runtime, batch: Batch) -> None:
     one answers or none is left.
     """
     pending = [turn for turn in batch.undecided() if turn.message and turn.providers]
-    timeout_s = runtime.settings.delivery.attempt_timeout_s
     while pending:
         by_provider: dict[str, list[Turn]] = {}
         for turn in pending:
             by_provider.setdefault(turn.providers.pop(0), []).append(turn)
         for provider, turns in by_provider.items():
-            channel = runtime.providers[batch.channel][provider]
-            messages = [turn.message for turn in turns if turn.message]
-            waves = -(-len(messages) // channel.concurrency)
-            sent = _leased(runtime, batch, channel.send_many(messages, timeout_s))
-            results = runtime.run(sent, timeout_s=timeout_s * waves + 10)
-            for turn, result in zip(turns, results, strict=True):
-                turn.result, turn.provider = result, provider
-                turn.tried.append((provider, result))
+            _send_through(runtime, batch, provider, turns)
         pending = [t for t in pending if isinstance(t.result, TransientError) and t.providers]
 
 
-async def _leased(runtime: Runtime, batch: Batch, sending: Awaitable[T]) -> T:
-    """Await ``sending`` while renewing the batch's leases every third of ``lease_s``."""
-    task = asyncio.ensure_future(sending)
-    ids = [turn.notification.id for turn in batch.turns]
-    url = runtime.settings.resolved_database_url
-    while not (await asyncio.wait({task}, timeout=runtime.settings.delivery.lease_s / 3))[0]:
-        await asyncio.to_thread(_renew, url, ids)
-    return task.result()
+def _send_through(runtime: Runtime, batch: Batch, provider: str, turns: list[Turn]) -> None:
+    """One attempt for each of ``turns`` through ``provider``, each send stored as it ends."""
+    policy = runtime.settings.delivery
+    channel = runtime.providers[batch.channel][provider]
+    recorder = SendRecorder(runtime.settings.resolved_database_url, batch, policy.lease_s)
 
+    def arrived(index: int, result: Receipt | ChannelError) -> None:
+        turn = turns[index]
+        turn.result, turn.provider = result, provider
+        turn.tried.append((provider, result))
+        if isinstance(result, Receipt):
+            recorder.sent(turn)
 
-def _renew(url: str, notification_ids: list[str]) -> None:
-    with session(url) as db:
-        stored_notifications.renew_leases(db, notification_ids)
-
-
-def _record(runtime: Runtime, batch: Batch) -> None:
-    """Store every turn's outcome in one transaction; a wait undoes its claim."""
-    receipts: list[stored_notifications.SentReceipt] = []
-    waiting: dict[str, str] = {}
-    with session(runtime.settings.resolved_database_url) as db:
-        for turn in batch.turns:
-            nid, status = turn.notification.id, turn.status
-            if status is NotificationStatus.SENT:
-                assert isinstance(turn.result, Receipt)
-                receipt = turn.result
-                details = receipt.details or None
-                pmid, segments = receipt.provider_message_id, receipt.segments
-                receipts.append((nid, pmid, segments, details, turn.provider))
-            elif status is NotificationStatus.WAITING:
-                waiting[nid] = turn.reason
-            elif status is not None:
-                log.warning("notification %s %s: %s", nid, status, turn.reason)
-                number = stored_notifications.finish(db, nid, status, turn.reason, turn.provider)
-                turn.recorded, turn.attempt_number = number is not None, number or 0
-        if receipts:
-            stored_notifications.finish_sent(db, receipts)
-        if waiting:
-            stored_notifications.release(db, waiting)
-        for middleware in runtime.middleware:
-            middleware.on_record(db, batch)
+    messages = [turn.message for turn in turns if turn.message]
+    waves = -(-len(messages) // channel.concurrency)
+    sending = recorder.run(channel.send_many(messages, policy.attempt_timeout_s, arrived))
+    runtime.run(sending, timeout_s=policy.attempt_timeout_s * waves + 10)

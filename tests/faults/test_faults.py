@@ -97,6 +97,41 @@ def test_a_slow_provider_is_never_sent_the_same_email_twice(faulty_hub: FaultyHu
     assert [len(faulty_hub.smtp.to(to)) for to in recipients] == [1] * 6
 
 
+def test_sends_are_stored_as_they_complete_so_a_killed_worker_resends_none_of_them(
+    faulty_hub: FaultyHub,
+) -> None:
+    # Given a batch of six emails over one SMTP connection, where the server
+    # accepts the first three and holds the fourth (the shipped 30 s attempt
+    # timeout, so the held send is still in flight when the worker dies)
+    faulty_hub.stop("worker")
+    faulty_hub.env["HUB_CHANNELS__EMAIL__POOL_SIZE"] = "1"
+    faulty_hub.env["HUB_DELIVERY__ATTEMPT_TIMEOUT_S"] = "30"
+    faulty_hub.env["HUB_DELIVERY__STUCK_AFTER_S"] = "120"
+    faulty_hub.start_worker(concurrency=2)
+    recipients = [address("batch") for _ in range(6)]
+    faulty_hub.smtp.holding.update(recipients[3:])
+    with faulty_hub.stack.client() as http:
+        batch = [{"type": "user.registered", "data": user(to)} for to in recipients]
+        answer = http.post("/v1/events:batch", json={"events": batch}).json()
+    event_ids = [result["id"] for result in answer["results"]]
+
+    # When the three accepted sends are stored while the batch is still going,
+    # and the worker is killed then
+    def stored_sent() -> int:
+        events = [faulty_hub.stack.event(event_id) for event_id in event_ids]
+        return sum(n["status"] == "sent" for e in events for n in e["notifications"])
+
+    wait_until(lambda: stored_sent() == 3, 30, "the three sends stored mid-batch")
+    faulty_hub.kill("worker")
+    faulty_hub.smtp.holding.clear()
+    faulty_hub.start_worker(concurrency=2)
+
+    # Then the new worker sends the other three once each, and none of the first three again
+    for event_id in event_ids:
+        faulty_hub.stack.settled(event_id, timeout_s=60)
+    assert [len(faulty_hub.smtp.to(to)) for to in recipients] == [1] * 6
+
+
 def _retrying(hub: FaultyHub) -> bool:
     with hub.stack.client() as http:
         return bool(http.get("/v1/notifications", params={"status": "retrying"}).json())

@@ -1,0 +1,110 @@
+"""Writing a batch's outcomes: each send as soon as it completes, the rest in one transaction.
+
+A send the provider accepted is stored while the batch's other sends are
+still in flight, so a worker that dies mid-batch leaves nothing sent but
+unrecorded for the sweeper to send again. Meanwhile the batch's leases are
+renewed, so the sweeper never takes over work a live worker still holds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable
+from typing import TYPE_CHECKING, TypeVar
+
+from hub.channels.base import Receipt
+from hub.middleware import Batch, Turn
+from hub.store import notifications as stored_notifications
+from hub.store.db import session
+from hub.store.models import NotificationStatus
+
+if TYPE_CHECKING:
+    from hub.middleware import Middleware
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+def sent_receipt(turn: Turn) -> stored_notifications.SentReceipt:
+    receipt = turn.result
+    assert isinstance(receipt, Receipt)
+    details = receipt.details or None
+    pmid, segments = receipt.provider_message_id, receipt.segments
+    return (turn.notification.id, pmid, segments, details, turn.provider)
+
+
+class SendRecorder:
+    """Stores sends as they complete, in groups, and renews the batch's leases meanwhile."""
+
+    def __init__(self, database_url: str, batch: Batch, lease_s: float) -> None:
+        self._url = database_url
+        self._ids = [turn.notification.id for turn in batch.turns]
+        self._renew_every_s = lease_s / 3
+        self._pending: list[Turn] = []
+        self._arrived = asyncio.Event()
+
+    def sent(self, turn: Turn) -> None:
+        """Note a send the provider accepted; it is stored at the next flush."""
+        self._pending.append(turn)
+        self._arrived.set()
+
+    async def run(self, sending: Awaitable[T]) -> T:
+        """Await ``sending``, storing its accepted sends and renewing leases until it ends."""
+        loop = asyncio.get_running_loop()
+        task = asyncio.ensure_future(sending)
+        renew_at = loop.time() + self._renew_every_s
+        while not task.done():
+            arrived = asyncio.ensure_future(self._arrived.wait())
+            await asyncio.wait(
+                {task, arrived},
+                timeout=max(renew_at - loop.time(), 0),
+                return_when=asyncio.FIRST_COMPLETED,
+            )
+            arrived.cancel()
+            await self._flush()
+            if loop.time() >= renew_at:
+                await asyncio.to_thread(self._renew)
+                renew_at = loop.time() + self._renew_every_s
+        await self._flush()
+        return task.result()
+
+    async def _flush(self) -> None:
+        self._arrived.clear()
+        turns, self._pending = self._pending, []
+        if turns:
+            await asyncio.to_thread(self._store, turns)
+
+    def _store(self, turns: list[Turn]) -> None:
+        with session(self._url) as db:
+            stored_notifications.finish_sent(db, [sent_receipt(turn) for turn in turns])
+        for turn in turns:
+            turn.recorded = True
+
+    def _renew(self) -> None:
+        with session(self._url) as db:
+            stored_notifications.renew_leases(db, self._ids)
+
+
+def record(database_url: str, batch: Batch, middleware: list[Middleware]) -> None:
+    """Store every outcome not stored yet in one transaction; a wait undoes its claim."""
+    receipts: list[stored_notifications.SentReceipt] = []
+    waiting: dict[str, str] = {}
+    with session(database_url) as db:
+        for turn in batch.turns:
+            nid, status = turn.notification.id, turn.status
+            if status is NotificationStatus.SENT:
+                if not turn.recorded:
+                    receipts.append(sent_receipt(turn))
+            elif status is NotificationStatus.WAITING:
+                waiting[nid] = turn.reason
+            elif status is not None:
+                log.warning("notification %s %s: %s", nid, status, turn.reason)
+                number = stored_notifications.finish(db, nid, status, turn.reason, turn.provider)
+                turn.recorded, turn.attempt_number = number is not None, number or 0
+        if receipts:
+            stored_notifications.finish_sent(db, receipts)
+        if waiting:
+            stored_notifications.release(db, waiting)
+        for hook in middleware:
+            hook.on_record(db, batch)
