@@ -8,6 +8,8 @@ import signal
 import subprocess
 import sys
 import threading
+import time
+from collections import Counter
 from dataclasses import dataclass, field
 
 PR_SET_PDEATHSIG = 1
@@ -21,45 +23,86 @@ def die_with_parent() -> None:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
+# A child restarted this often within CRASH_LOOP_WINDOW_S is crash-looping:
+# restarting it again would only hide the fault, so the stack stops.
+CRASH_LOOP_RESTARTS = 5
+CRASH_LOOP_WINDOW_S = 60.0
+MAX_BACKOFF_S = 30.0
+
+
 @dataclass
 class Supervisor:
-    """Starts named child processes; :meth:`wait` returns when one exits or on a signal."""
+    """Runs named child processes and restarts one that dies, with backoff.
+
+    :meth:`wait` returns on SIGINT or SIGTERM, or when a child crash-loops.
+    """
 
     env: dict[str, str]
     children: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    restarts: Counter[str] = field(default_factory=Counter)
+    crash_looping: str | None = None
     _stop: threading.Event = field(default_factory=threading.Event)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def start(self, name: str, args: list[str]) -> subprocess.Popen[bytes]:
-        process = subprocess.Popen(args, env=self.env, preexec_fn=die_with_parent)
-        self.children[name] = process
-        threading.Thread(target=self._watch, args=(process,), daemon=True).start()
+        process = self._spawn(name, args)
+        threading.Thread(target=self._watch, args=(name, args), daemon=True).start()
         return process
 
-    def _watch(self, process: subprocess.Popen[bytes]) -> None:
-        process.wait()
-        self._stop.set()
+    def _spawn(self, name: str, args: list[str]) -> subprocess.Popen[bytes]:
+        with self._lock:
+            process = subprocess.Popen(args, env=self.env, preexec_fn=die_with_parent)
+            self.children[name] = process
+            return process
+
+    def _watch(self, name: str, args: list[str]) -> None:
+        recent: list[float] = []
+        while True:
+            code = self.children[name].wait()
+            if self._stop.is_set():
+                return
+            now = time.monotonic()
+            recent = [t for t in recent if now - t < CRASH_LOOP_WINDOW_S] + [now]
+            if len(recent) > CRASH_LOOP_RESTARTS:
+                _say(f"{name} exited {len(recent)} times within {CRASH_LOOP_WINDOW_S:.0f}s")
+                self.crash_looping = name
+                self._stop.set()
+                return
+            self.restarts[name] += 1
+            backoff_s = min(2.0 ** (len(recent) - 1), MAX_BACKOFF_S)
+            _say(
+                f"{name} exited (code {code}); restarting in {backoff_s:.0f}s "
+                f"(restart {self.restarts[name]})"
+            )
+            if self._stop.wait(backoff_s):
+                return
+            self._spawn(name, args)
 
     def wait(self) -> str | None:
-        """Block until a signal arrives or a child exits; the name of a child that died."""
+        """Block until a signal arrives or a child crash-loops; the name of that child."""
         for signum in (signal.SIGINT, signal.SIGTERM):
             signal.signal(signum, lambda *_: self._stop.set())
         self._stop.wait()
-        for name, process in self.children.items():
-            if process.poll() is not None:
-                return name
-        return None
+        return self.crash_looping
 
     def stop(self, timeout_s: float = 15.0) -> None:
         """SIGTERM every child (Celery warm shutdown), SIGKILL what is left after the timeout."""
-        for process in self.children.values():
+        self._stop.set()
+        with self._lock:
+            processes = list(self.children.values())
+        for process in processes:
             if process.poll() is None:
                 process.send_signal(signal.SIGTERM)
-        for process in self.children.values():
+        for process in processes:
             try:
                 process.wait(timeout_s)
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
+
+
+def _say(message: str) -> None:
+    print(f"hub: {message}", file=sys.stderr, flush=True)
 
 
 def hub_command(*args: str) -> list[str]:

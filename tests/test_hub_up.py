@@ -91,6 +91,20 @@ def test_hub_up_delivers_to_the_outbox_and_leaves_no_process_behind(tmp_path: Pa
         )
         assert second.returncode == 2
         assert "another `hub up` is running on" in second.stderr
+
+        # A worker that dies is restarted, and delivery goes on.
+        [worker] = [c for c in psutil.Process(up.pid).children() if "worker" in c.cmdline()]
+        worker.kill()
+        wait_until(lambda: "worker exited (code -9); restarting" in "".join(output.lines))
+        again = f"after-restart-{uuid.uuid4().hex[:6]}@example.com"
+        published = httpx.post(
+            f"{base}/v1/events",
+            headers=auth,
+            json={"type": "user.registered", "data": {"user_id": "2", "email": again, "name": "G"}},
+        )
+        assert published.status_code == 202, published.text
+        wait_until(lambda: list(outbox.glob(f"*{again}.eml")), 60, "an email after the restart")
+        children = psutil.Process(up.pid).children(recursive=True)
     finally:
         up.send_signal(signal.SIGINT)
         code = up.wait(60)

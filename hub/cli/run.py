@@ -75,13 +75,13 @@ def up(
             f"  api key  {key}  (also in {settings.var_dir / 'dev-api-key'})\n"
             "Press Ctrl-C to stop.\n"
         )
-        died = supervisor.wait()
+        crash_looping = supervisor.wait()
     finally:
         supervisor.stop()
         if embedded:
             embedded.stop()
-    if died:
-        raise fail(f"{died} exited unexpectedly; stopped the rest", code=1)
+    if crash_looping:
+        raise fail(f"{crash_looping} keeps exiting; stopped the rest", code=1)
 
 
 def _wait_for_api(host: str, port: int, timeout_s: float = 30.0) -> None:
