@@ -85,7 +85,15 @@ class ServiceUnavailable(HubError):
 
 
 class BrokerUnavailable(ServiceUnavailable):
-    """The broker could not take a message right now."""
+    """The broker could not take a message right now.
+
+    ``maybe_taken`` says the request went out and no answer came back: the
+    broker may hold the message after all.
+    """
+
+    def __init__(self, message: str, *, maybe_taken: bool = False) -> None:
+        super().__init__(message)
+        self.maybe_taken = maybe_taken
 
 
 class EmbeddedRedisError(ServiceUnavailable):

@@ -114,9 +114,11 @@ def publish(
 ) -> Accepted:
     """Validate, store and enqueue one event.
 
-    The event is durable before this returns. If the broker cannot take the
+    The event is durable before this returns. If the broker refused the
     routing task, the event is removed again and :class:`BrokerUnavailable`
-    raised, so a client can safely retry the whole publish. Publishers inside
+    raised, so a client can safely retry the whole publish; if its answer was
+    lost (the broker may have the task), the event stays and is accepted, as
+    the sweeper routes it either way. Publishers inside
     the hub, which cannot retry, pass ``keep_if_broker_down``: the event stays
     and the sweeper enqueues it once the broker is back.
     """
@@ -187,8 +189,11 @@ def _store_and_enqueue(events: list[Event], keep_if_broker_down: bool = False) -
     created = [event.id for event, new in stored if new]
     try:
         enqueue_routes(created)
-    except BrokerUnavailable:
-        if not keep_if_broker_down and _forget(url, created):
+    except BrokerUnavailable as exc:
+        # An answer that never came may hide a message the broker took: then
+        # the events stay (the sweeper routes them; routing is idempotent) and
+        # the caller is told they were accepted, which is true either way.
+        if not (keep_if_broker_down or exc.maybe_taken) and _forget(url, created):
             raise
     return [Accepted(event.id, duplicate=not new) for event, new in stored]
 

@@ -11,6 +11,7 @@ from functools import cache
 from typing import Any
 
 import kombu.exceptions
+import redis.exceptions
 from celery import Celery
 from kombu.entity import Queue
 
@@ -103,7 +104,18 @@ def enqueue(task: str, args: list[Any], queue: str, countdown: float | None = No
     try:
         get_app().send_task(task, args=args, queue=queue, countdown=countdown)
     except (kombu.exceptions.OperationalError, OSError) as exc:
-        raise BrokerUnavailable(f"broker unavailable: {exc}") from exc
+        raise BrokerUnavailable(f"broker unavailable: {exc}", maybe_taken=_timed_out(exc)) from exc
+
+
+def _timed_out(exc: BaseException) -> bool:
+    """Whether the publish went out and its answer never came (the broker may have it)."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, TimeoutError | redis.exceptions.TimeoutError):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    # kombu re-raises some transport errors with only their text.
+    return "timeout" in str(exc).lower()
 
 
 def enqueue_routes(event_ids: list[str], chunk: int = 100) -> None:

@@ -8,8 +8,10 @@ import httpx
 import pytest
 from celery import Celery
 
-from tests.conftest import wait_until
+from tests.conftest import _healthy, start_hub_process, wait_until
 from tests.faults.conftest import FaultyHub
+from tests.smtp_sink import _free_port
+from tests.tcp_proxy import TcpProxy
 from tests.test_publish_to_email import address, user
 
 pytestmark = pytest.mark.faults
@@ -130,6 +132,39 @@ def test_sends_are_stored_as_they_complete_so_a_killed_worker_resends_none_of_th
     for event_id in event_ids:
         faulty_hub.stack.settled(event_id, timeout_s=60)
     assert [len(faulty_hub.smtp.to(to)) for to in recipients] == [1] * 6
+
+
+def test_a_publish_whose_broker_reply_is_lost_is_answered_truthfully(faulty_hub: FaultyHub) -> None:
+    # Given an API whose broker connection loses the broker's replies (the
+    # message reaches Redis, the acknowledgement never comes back)
+    with TcpProxy(faulty_hub.redis_port) as proxy:
+        port = _free_port()
+        env = {**faulty_hub.env, "HUB_BROKER_URL": f"redis://127.0.0.1:{proxy.port}/0"}
+        faulty_hub.processes["api-via-proxy"] = start_hub_process(
+            ["api", "--port", str(port)], env, faulty_hub.home / "api-via-proxy.log"
+        )
+        base = f"http://127.0.0.1:{port}"
+        wait_until(lambda: _healthy(base), 30, "the second API")
+        auth = {"Authorization": f"Bearer {faulty_hub.stack.api_key}"}
+        to = address("lost-reply")
+        warm = httpx.post(f"{base}/v1/events", headers=auth, json=_event(address("warm")))
+        assert warm.status_code == 202
+        proxy.hold_replies()
+
+        # When an event is published through it
+        answer = httpx.post(f"{base}/v1/events", headers=auth, json=_event(to), timeout=60)
+        proxy.release_replies()
+
+    # Then the answer is true: accepted, and delivered once; a 503 ("nothing
+    # was stored") would have to mean that nothing is ever sent
+    assert answer.status_code == 202, answer.text
+    [email] = faulty_hub.stack.settled(answer.json()["id"], timeout_s=60)["notifications"]
+    assert email["status"] == "sent"
+    assert len(faulty_hub.smtp.to(to)) == 1
+
+
+def _event(to: str) -> dict[str, object]:
+    return {"type": "user.registered", "data": user(to)}
 
 
 def _retrying(hub: FaultyHub) -> bool:
