@@ -202,6 +202,38 @@ def test_queued_work_survives_a_redis_crash_and_publishes_get_503_while_it_is_do
     assert faulty_hub.smtp.to(refused_to) == []
 
 
+@pytest.mark.parametrize("how", ["SIGTERM", "SIGKILL"])
+def test_the_worker_rides_out_a_redis_restart_with_events_in_flight(
+    faulty_hub: FaultyHub, how: str
+) -> None:
+    # Given 300 events being delivered by a running worker
+    recipients = [address(f"restart-{how.lower()}") for _ in range(300)]
+    with faulty_hub.stack.client() as http:
+        for start in range(0, 300, 100):
+            events = [_event(to) for to in recipients[start : start + 100]]
+            assert http.post("/v1/events:batch", json={"events": events}).status_code == 202
+    faulty_hub.smtp.wait_for(lambda sink: len(sink.to(recipients[0])) >= 1, timeout_s=30)
+
+    # When Redis is stopped mid-burst and comes back on the same port
+    redis = faulty_hub.redis
+    assert redis.process is not None
+    if how == "SIGKILL":
+        redis.process.kill()
+    else:
+        redis.process.terminate()
+    redis.process.wait()
+    redis.start(port=faulty_hub.redis_port)
+    back_at = time.monotonic()
+
+    # Then the worker is still there and every email arrives once
+    faulty_hub.smtp.wait_for(
+        lambda sink: all(len(sink.to(to)) >= 1 for to in recipients), timeout_s=90
+    )
+    assert time.monotonic() - back_at < 90
+    assert faulty_hub.processes["worker"].poll() is None, "the worker exited"
+    assert [len(faulty_hub.smtp.to(to)) for to in recipients] == [1] * 300
+
+
 def test_a_hung_smtp_call_is_cut_and_retried(faulty_hub: FaultyHub) -> None:
     faulty_hub.stop("worker")
     faulty_hub.env.update(
