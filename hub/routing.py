@@ -75,6 +75,7 @@ def plan(
                 channel=channel,
                 recipient=recipient,
                 template=subscription.template,
+                ttl_s=subscription.ttl_s,
             )
     return list(planned.values())
 

@@ -39,7 +39,7 @@ to = "{{ data.email }}"
 template = "broken"
 """
 
-TERMINAL = {"sent", "failed", "suppressed", "unknown", "delivered", "undelivered"}
+TERMINAL = {"sent", "failed", "suppressed", "unknown", "delivered", "undelivered", "expired"}
 
 
 def other_redis_db(url: str) -> str:

@@ -35,6 +35,7 @@ from hub.middleware import (
     Announcer,
     Batch,
     CircuitBreaker,
+    Expiry,
     OptOut,
     PoisonGuard,
     RateLimit,
@@ -76,6 +77,7 @@ def make_turn(
     status: NotificationStatus | None = None,
     reason: str = "",
     queued_s_ago: float = 0.0,
+    expires_in_s: float | None = None,
 ) -> Turn:
     """Turn number ``n`` of a batch, as the core hands it to a hook at that point."""
     recipient = recipient or f"+1555000{n:04d}"
@@ -87,6 +89,7 @@ def make_turn(
         template=event_type,
         attempts=attempts,
         created_at=utcnow() - timedelta(seconds=queued_s_ago),
+        expires_at=None if expires_in_s is None else utcnow() + timedelta(seconds=expires_in_s),
     )
     event = FakeEvent(f"evt_{n}", event_type, {"user_id": str(n)})
     message = None
@@ -905,6 +908,7 @@ def test_default_middleware_runs_in_policy_order(publish: RecordingPublish) -> N
     # limit spends tokens, and retries settle a failure before the announcer
     # sees whether it is final
     assert [type(m) for m in middleware] == [
+        Expiry,
         OptOut,
         PoisonGuard,
         CircuitBreaker,
@@ -931,3 +935,19 @@ def test_default_middleware_uses_the_limiter_and_publish_it_is_given(
     # Then the pause holds the turn and the failure is published through the given function
     assert fates(waiting) == [NotificationStatus.WAITING]
     assert [data["notification_id"] for _, data, _ in publish.calls] == ["ntf_2"]
+
+
+# ---- Expiry ------------------------------------------------------------------------------------
+
+
+def test_a_notification_past_its_ttl_is_expired_not_sent(settings: Settings) -> None:
+    late = make_turn(1, expires_in_s=-5)
+    in_time = make_turn(2, expires_in_s=60)
+    forever = make_turn(3)
+
+    batch = batch_of(settings, late, in_time, forever)
+
+    Expiry().after_claim(None, batch)  # type: ignore[arg-type]  (it reads no store)
+
+    assert fates(batch) == [NotificationStatus.EXPIRED, None, None]
+    assert late.reason.startswith("expired:")

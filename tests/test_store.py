@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
+from dataclasses import replace
 
 import pytest
 from sqlalchemy import create_engine, inspect, text
@@ -249,3 +250,17 @@ def test_an_event_failing_routing_is_quarantined_at_the_limit_and_no_longer_swep
     assert verdicts == [False, False, True]
     assert kept == ("quarantined", 3, "RecursionError")
     assert swept == [good]
+
+
+def test_a_ttl_sets_when_a_routed_notification_expires(database_url: str) -> None:
+    with session(database_url) as db:
+        event, _ = stored_events.add_event(db, new_event())
+        [planned] = routed(event, "a@example.com")
+        expiring = replace(planned, ttl_s=600.0)
+        [(nid, _)] = stored_notifications.add_notifications(db, [event.id], [expiring])
+    with session(database_url) as db:
+        [claimed] = stored_notifications.claim_many(db, [nid])
+
+    assert claimed.expires_at is not None
+    remaining_s = (claimed.expires_at - claimed.created_at).total_seconds()
+    assert 599 <= remaining_s <= 601

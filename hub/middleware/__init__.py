@@ -12,6 +12,7 @@ from hub.circuit import CircuitBreakers
 from hub.middleware.announcer import Announcer, Publish
 from hub.middleware.base import Batch, Middleware, Turn
 from hub.middleware.circuit import CircuitBreaker
+from hub.middleware.expiry import Expiry
 from hub.middleware.opt_out import OptOut
 from hub.middleware.poison import PoisonGuard
 from hub.middleware.rate_limit import RateLimit
@@ -24,6 +25,7 @@ def default_middleware(
 ) -> list[Middleware]:
     """The hub's delivery policies, in the order their hooks run."""
     return [
+        Expiry(),
         OptOut(),
         PoisonGuard(),
         CircuitBreaker(breakers),
@@ -37,6 +39,7 @@ __all__ = [
     "Announcer",
     "Batch",
     "CircuitBreaker",
+    "Expiry",
     "Middleware",
     "OptOut",
     "PoisonGuard",

@@ -215,3 +215,17 @@ class Subscription(_Strict):
     to: str = Field(description="Jinja expression giving the recipient, e.g. {{ data.email }}")
     template: str
     when: str = Field("", description="Optional Jinja condition, e.g. data.phone is defined")
+    # Not worth sending after this long ("10m" for a verification code): the
+    # notification is then expired instead. Empty: it never expires.
+    ttl: str = ""
+
+    @field_validator("ttl")
+    @classmethod
+    def _valid_ttl(cls, value: str) -> str:
+        if value:
+            parse_duration(value, "ttl")
+        return value
+
+    @property
+    def ttl_s(self) -> float | None:
+        return parse_duration(self.ttl, "ttl") if self.ttl else None

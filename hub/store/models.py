@@ -51,6 +51,7 @@ class NotificationStatus(StrEnum):
     UNKNOWN = "unknown"  # the provider may have sent it; held for review, never resent silently
     DELIVERED = "delivered"  # the provider reported delivery (status callback)
     UNDELIVERED = "undelivered"  # the provider reported it could not deliver
+    EXPIRED = "expired"  # its subscription's ttl passed before it could go out
 
 
 class Event(Base):
@@ -83,6 +84,8 @@ class Notification(Base):
     last_error: Mapped[str | None] = mapped_column(Text)
     provider_message_id: Mapped[str | None] = mapped_column(String(500), index=True)
     segments: Mapped[int | None] = mapped_column(Integer)
+    # When it is no longer worth sending (its subscription's ttl); None: never.
+    expires_at: Mapped[datetime | None]
     # The channel provider that made the last attempt ([[channels.<name>.providers]]).
     provider: Mapped[str | None] = mapped_column(String(100))
     details: Mapped[dict[str, Any] | None]  # what the channel reported on sending (Receipt.details)

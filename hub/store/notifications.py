@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from sqlalchemy import (
     JSON,
@@ -50,6 +50,8 @@ class NewNotification:
     channel: str
     recipient: str
     template: str
+    # Its subscription's ttl, in seconds from routing; None: it never expires.
+    ttl_s: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +66,7 @@ class Claimed:
     attempts: int
     # When routing queued it: a channel's retry window runs from here.
     created_at: datetime = field(default_factory=utcnow)
+    expires_at: datetime | None = None
 
 
 def notifications_of(db: Session, event_id: str) -> Sequence[Notification]:
@@ -108,6 +111,7 @@ def add_notifications(
                 "attempts": 0,
                 "created_at": now,
                 "updated_at": now,
+                "expires_at": None if n.ttl_s is None else now + timedelta(seconds=n.ttl_s),
             }
             for n in new
         ]
@@ -148,7 +152,14 @@ def claim_many(db: Session, notification_ids: Sequence[str]) -> list[Claimed]:
             .where(n.id.in_(list(notification_ids)), n.status.in_(CLAIMABLE))
             .values(status=NotificationStatus.SENDING, attempts=n.attempts + 1, updated_at=utcnow())
             .returning(
-                n.id, n.event_id, n.channel, n.recipient, n.template, n.attempts, n.created_at
+                n.id,
+                n.event_id,
+                n.channel,
+                n.recipient,
+                n.template,
+                n.attempts,
+                n.created_at,
+                n.expires_at,
             )
         )
     ]
@@ -252,6 +263,7 @@ ATTEMPT_OUTCOMES = {
     NotificationStatus.UNKNOWN: "unknown",
     NotificationStatus.FAILED: "failed",
     NotificationStatus.RETRYING: "transient",
+    NotificationStatus.EXPIRED: "expired",
 }
 
 
