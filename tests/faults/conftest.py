@@ -25,22 +25,17 @@ from tests.conftest import (
 )
 from tests.smtp_sink import SmtpSink, _free_port, start_sink
 
-# Faster clocks, so faults heal within a test: the sweeper runs every second
-# and takes anything stalled for five, and backoff tops out at 3 s instead of
-# 300 s. The retry budget is the shipped one (max_attempts, retry_window):
-# shorter waits only spend that budget sooner, so nothing that would fail
-# with the shipped waits can pass here; only how soon a backlog drains after
-# a fault heals differs.
-#
-# A lease of 5 s instead of 60: a live worker renews its lease every third of
-# it whatever its length, so only a dead worker's work comes back sooner.
+# Faster clocks, so faults heal within a test, without touching the retry
+# budget or backoff (those are the shipped ones): the sweeper runs every
+# second and takes queued work no worker claimed after 5 s; an attempt is cut
+# after 3 s. A lease of 5 s instead of 60: a live worker renews its lease
+# every third of it whatever its length, so only a dead worker's work comes
+# back sooner.
 FAST_RECOVERY = {
     "HUB_DELIVERY__SWEEP_INTERVAL_S": "1",
     "HUB_DELIVERY__STUCK_AFTER_S": "5",
     "HUB_DELIVERY__LEASE_S": "5",
     "HUB_DELIVERY__ATTEMPT_TIMEOUT_S": "3",
-    "HUB_DELIVERY__BACKOFF_BASE_S": "0.2",
-    "HUB_DELIVERY__BACKOFF_MAX_S": "3",
 }
 
 
@@ -103,8 +98,9 @@ def faulty_hub(tmp_path: Path) -> Iterator[FaultyHub]:
     smtp.port = controller.port  # type: ignore[attr-defined]
     database_url = f"sqlite:///{tmp_path / 'hub.db'}"
     env = {**hub_env(tmp_path, broker_url, controller.port, database_url), **FAST_RECOVERY}
-    # The shipped retry budget, not the small one the other tests' stack uses.
-    env.pop("HUB_DELIVERY__MAX_ATTEMPTS")
+    # The shipped retry budget and backoff, not the small ones the other tests' stack uses.
+    for name in ("MAX_ATTEMPTS", "BACKOFF_BASE_S", "BACKOFF_MAX_S"):
+        env.pop(f"HUB_DELIVERY__{name}")
     migrate(database_url)
     api_port = _free_port()
     stack = Stack(
