@@ -1,4 +1,4 @@
-"""Spec: the wheel carries every package of the hub, so an installed hub runs outside the checkout."""
+"""Spec: the wheel carries every hub package, so an installed hub runs outside the checkout."""
 
 from __future__ import annotations
 
