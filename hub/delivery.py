@@ -1,12 +1,14 @@
 """The delivery core: claim, render, send and record a batch of one channel's notifications.
 
-claim → render → ``before_send`` hooks → ``channel.send`` → classify →
+claim → render → ``before_send`` hooks → ``channel.send`` (the next provider
+on a transient failure) → classify →
 ``after_send`` hooks → record → ``after_record`` hooks. A channel makes one
 attempt and classifies its failure; the core turns results into states
 (sent, failed, unknown) and every policy on top (opt-outs, the poison guard,
-rate limits, retries, the failure announcement) is a middleware in
-:mod:`hub.middleware`. A batch costs one transaction to claim and one to
-record, however large it is.
+circuits, rate limits, retries, expiry, the failure announcement) is a
+middleware in :mod:`hub.middleware`. A batch costs one transaction to claim;
+its sends are stored as they complete and the rest of its outcomes in one
+more (:mod:`hub.recording`).
 """
 
 from __future__ import annotations
@@ -34,7 +36,6 @@ from hub.templates import context_for
 
 if TYPE_CHECKING:
     from hub.runtime import Runtime
-
 
 
 def claim(runtime: Runtime, db: Session, channel: str, notification_ids: Sequence[str]) -> Batch:

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, TypeVar
 
 from hub.channels.base import Receipt
 from hub.middleware import Batch, Turn
+from hub.store import backlog
 from hub.store import notifications as stored_notifications
 from hub.store.db import session
 from hub.store.models import NotificationStatus
@@ -50,11 +51,15 @@ class SendRecorder:
         self._arrived.set()
 
     async def run(self, sending: Awaitable[T]) -> T:
-        """Await ``sending``, storing its accepted sends and renewing leases until it ends."""
+        """Await ``sending``, storing its accepted sends and renewing leases until it ends.
+
+        Sends still unstored when it ends are left to :func:`record`, so a
+        batch that finishes at once costs one transaction, as before.
+        """
         loop = asyncio.get_running_loop()
         task = asyncio.ensure_future(sending)
         renew_at = loop.time() + self._renew_every_s
-        while not task.done():
+        while True:
             arrived = asyncio.ensure_future(self._arrived.wait())
             await asyncio.wait(
                 {task, arrived},
@@ -62,12 +67,12 @@ class SendRecorder:
                 return_when=asyncio.FIRST_COMPLETED,
             )
             arrived.cancel()
+            if task.done():
+                return task.result()
             await self._flush()
             if loop.time() >= renew_at:
                 await asyncio.to_thread(self._renew)
                 renew_at = loop.time() + self._renew_every_s
-        await self._flush()
-        return task.result()
 
     async def _flush(self) -> None:
         self._arrived.clear()
@@ -83,11 +88,13 @@ class SendRecorder:
 
     def _renew(self) -> None:
         with session(self._url) as db:
-            stored_notifications.renew_leases(db, self._ids)
+            backlog.renew_leases(db, self._ids)
 
 
 def record(database_url: str, batch: Batch, middleware: list[Middleware]) -> None:
     """Store every outcome not stored yet in one transaction; a wait undoes its claim."""
+    if all(turn.recorded for turn in batch.turns):
+        return  # every turn was sent and stored as it completed: nothing left to write
     receipts: list[stored_notifications.SentReceipt] = []
     waiting: dict[str, str] = {}
     with session(database_url) as db:

@@ -22,8 +22,8 @@ from hub.errors import EventError
 from hub.middleware import Batch, Turn
 from hub.routing import route_events
 from hub.runtime import Runtime, close_runtime, get_runtime
+from hub.store import backlog
 from hub.store import events as stored_events
-from hub.store import notifications as stored_notifications
 from hub.store.db import seconds_ago, session
 from hub.worker import (
     DELIVERY_BATCH,
@@ -150,7 +150,7 @@ def sweep() -> dict[str, int]:
     while True:
         # Each page is marked re-enqueued as it is taken, so the next one is new.
         with session(settings.resolved_database_url) as db:
-            notifications = stored_notifications.stuck_notifications(
+            notifications = backlog.stuck_notifications(
                 db,
                 seconds_ago(policy.stuck_after_s),
                 seconds_ago(policy.stuck_after_s + policy.backoff_max_s),
@@ -158,7 +158,7 @@ def sweep() -> dict[str, int]:
             )
         enqueue_deliveries(notifications)
         notifications_swept += len(notifications)
-        if len(notifications) < stored_notifications.SWEEP_PAGE:
+        if len(notifications) < backlog.SWEEP_PAGE:
             break
     if events_swept or notifications_swept:
         log.warning(

@@ -11,6 +11,7 @@ import pytest
 from sqlalchemy import create_engine, inspect, text
 from sqlalchemy.engine import make_url
 
+from hub.store import backlog
 from hub.store import events as stored_events
 from hub.store import notifications as stored_notifications
 from hub.store.db import engine, migrate, seconds_ago, session
@@ -147,7 +148,7 @@ def test_the_sweeper_finds_unrouted_events_and_stalled_notifications(database_ur
 
     with session(database_url) as db:
         events = [event_id for page in stored_events.stuck_events(db, future) for event_id in page]
-        stalled = dict(stored_notifications.stuck_notifications(db, future, future, future))
+        stalled = dict(backlog.stuck_notifications(db, future, future, future))
     with session(database_url) as db:
         statuses = {n.id: n.status for n in stored_notifications.notifications_of(db, event.id)}
         released = stored_notifications.claim_many(db, [sending])
@@ -169,7 +170,7 @@ def test_a_late_worker_cannot_overwrite_a_notification_it_no_longer_owns(
     with session(database_url) as db:
         stored_notifications.claim_many(db, [nid])
     with session(database_url) as db:  # the sweeper decides the attempt was lost
-        stored_notifications.stuck_notifications(
+        backlog.stuck_notifications(
             db, seconds_ago(-60), seconds_ago(-60), seconds_ago(-60)
         )
 

@@ -12,7 +12,7 @@ from hub.api.auth import Authenticated
 from hub.circuit import CircuitBreakers
 from hub.middleware.circuit import circuit_name
 from hub.settings import Settings
-from hub.store import notifications as stored_notifications
+from hub.store import backlog
 from hub.store.db import session
 
 
@@ -37,7 +37,7 @@ def add_channel_routes(
     def list_channels() -> ChannelList:
         """Each channel provider's circuit, since when, its last error and what waits on it."""
         with session(settings.resolved_database_url) as db:
-            waiting = stored_notifications.waiting_by_channel(db)
+            waiting = backlog.waiting_by_channel(db)
         items = []
         for channel in settings.channel_classes:
             for provider in settings.channels.of(channel).all_providers:

@@ -14,12 +14,10 @@ from datetime import datetime, timedelta
 from sqlalchemy import (
     JSON,
     Table,
-    and_,
     case,
     delete,
     func,
     insert,
-    or_,
     select,
     type_coerce,
     update,
@@ -365,75 +363,3 @@ def record_provider_status(
         notification.status, notification.last_error = status, error
         notification.updated_at = utcnow()
     return notification
-
-
-# Notifications the sweeper takes at once; it takes pages until none are left.
-SWEEP_PAGE = 1000
-
-
-def stuck_notifications(
-    db: Session, older_than: datetime, retrying_older_than: datetime, lease_expired: datetime
-) -> list[tuple[str, str]]:
-    """``(id, channel)`` of notifications whose task the broker lost, marked as re-enqueued.
-
-    Queued since before ``older_than``; retrying or waiting since before
-    ``retrying_older_than`` (past any backoff); ``sending`` under a lease last
-    renewed before ``lease_expired`` (its worker died). Every change is one
-    conditional UPDATE, so a worker finishing at the same moment is never
-    overwritten.
-    """
-    now = utcnow()
-    lost = db.execute(
-        update(Notification)
-        .where(
-            Notification.status == NotificationStatus.SENDING,
-            Notification.updated_at < lease_expired,
-        )
-        .values(status=NotificationStatus.RETRYING, updated_at=now)
-        .returning(Notification.id, Notification.channel)
-    ).all()
-    if lost:
-        db.execute(
-            update(Attempt)
-            .where(
-                Attempt.notification_id.in_([row.id for row in lost]), Attempt.outcome == "sending"
-            )
-            .values(outcome="lost", error="the worker died during the attempt", finished_at=now)
-        )
-    stale = or_(
-        and_(
-            Notification.status == NotificationStatus.QUEUED, Notification.updated_at < older_than
-        ),
-        and_(
-            Notification.status.in_((NotificationStatus.RETRYING, NotificationStatus.WAITING)),
-            Notification.updated_at < retrying_older_than,
-        ),
-    )
-    batch = select(Notification.id).where(stale).limit(SWEEP_PAGE).scalar_subquery()
-    waiting = db.execute(
-        update(Notification)
-        .where(Notification.id.in_(batch), stale)
-        .values(updated_at=now)
-        .returning(Notification.id, Notification.channel)
-    ).all()
-    return [(row.id, row.channel) for row in (*lost, *waiting)]
-
-
-def renew_leases(db: Session, notification_ids: Sequence[str]) -> None:
-    """Renew the lease of those still ``sending``: their worker is still at work."""
-    n = NOTIFICATIONS.c
-    db.execute(
-        update(NOTIFICATIONS)
-        .where(n.id.in_(list(notification_ids)), n.status == NotificationStatus.SENDING)
-        .values(updated_at=utcnow())
-    )
-
-
-def waiting_by_channel(db: Session) -> dict[str, int]:
-    """How many notifications wait behind each channel's circuit or rate limit."""
-    query = (
-        select(Notification.channel, func.count())
-        .where(Notification.status == NotificationStatus.WAITING)
-        .group_by(Notification.channel)
-    )
-    return {channel: count for channel, count in db.execute(query)}
