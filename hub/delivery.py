@@ -38,22 +38,30 @@ if TYPE_CHECKING:
     from hub.runtime import Runtime
 
 
-def claim(runtime: Runtime, db: Session, channel: str, notification_ids: Sequence[str]) -> Batch:
+def claim(
+    runtime: Runtime,
+    db: Session,
+    channel: str,
+    notification_ids: Sequence[str],
+    reserved: bool = False,
+) -> Batch:
     """Claim a batch inside ``db``'s transaction; those not ours to send are left out."""
     claimed = stored_notifications.claim_many(db, notification_ids)
     events = stored_events.events_by_id(db, {n.event_id for n in claimed})
     providers = list(runtime.providers[channel])
     turns = [Turn(n, events[n.event_id], providers=list(providers)) for n in claimed]
-    batch = Batch(channel, runtime.settings, turns)
+    batch = Batch(channel, runtime.settings, turns, reserved)
     for middleware in runtime.middleware:
         middleware.after_claim(db, batch)
     return batch
 
 
-def deliver(runtime: Runtime, channel: str, notification_ids: Sequence[str]) -> list[Turn]:
+def deliver(
+    runtime: Runtime, channel: str, notification_ids: Sequence[str], reserved: bool = False
+) -> list[Turn]:
     """Claim a batch of one channel's notifications and attempt each (see :func:`send`)."""
     with session(runtime.settings.resolved_database_url) as db:
-        batch = claim(runtime, db, channel, notification_ids)
+        batch = claim(runtime, db, channel, notification_ids, reserved)
     return send(runtime, batch)
 
 

@@ -122,9 +122,9 @@ def _routing_failed(runtime: Runtime, event_id: str, exc: Exception) -> None:
 
 
 @shared_task(name="hub.deliver")
-def deliver(channel: str, notification_ids: list[str]) -> dict[str, int]:
+def deliver(channel: str, notification_ids: list[str], reserved: bool = False) -> dict[str, int]:
     """One attempt for each of a batch; retries and rate-limit waits come back after a countdown."""
-    turns = deliver_notifications(get_runtime(), channel, notification_ids)
+    turns = deliver_notifications(get_runtime(), channel, notification_ids, reserved)
     _retry_later(channel, turns)
     return dict(Counter(str(turn.status) for turn in turns))
 
@@ -134,7 +134,11 @@ def _retry_later(channel: str, turns: list[Turn]) -> None:
         if turn.retry_in_s is not None:
             # A new message rather than self.retry(): attempts are counted in
             # the store, and a rate-limit wait must not count as one.
-            enqueue_deliveries([(turn.notification.id, channel)], countdown=turn.retry_in_s)
+            enqueue_deliveries(
+                [(turn.notification.id, channel)],
+                countdown=turn.retry_in_s,
+                reserved=turn.holds_token,
+            )
 
 
 @shared_task(name="hub.sweep")

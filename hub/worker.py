@@ -128,13 +128,19 @@ DELIVERY_BATCH = 50
 
 
 def enqueue_deliveries(
-    notifications: Iterable[tuple[str, str]], countdown: float | None = None
+    notifications: Iterable[tuple[str, str]],
+    countdown: float | None = None,
+    reserved: bool = False,
 ) -> None:
-    """Enqueue ``(id, channel)`` pairs as per-channel batches of up to DELIVERY_BATCH."""
+    """Enqueue ``(id, channel)`` pairs as per-channel batches of up to DELIVERY_BATCH.
+
+    ``reserved``: they hold rate-limit tokens for the moment they come back.
+    """
     by_channel: dict[str, list[str]] = {}
     for notification_id, channel in notifications:
         by_channel.setdefault(channel, []).append(notification_id)
     for channel, ids in by_channel.items():
         for start in range(0, len(ids), DELIVERY_BATCH):
             batch = ids[start : start + DELIVERY_BATCH]
-            enqueue("hub.deliver", [channel, batch], queue_for(channel), countdown)
+            args: list[Any] = [channel, batch, True] if reserved else [channel, batch]
+            enqueue("hub.deliver", args, queue_for(channel), countdown)

@@ -45,7 +45,7 @@ from hub.middleware import (
 )
 from hub.middleware.retries import backoff_s
 from hub.ratelimit import StubRateLimiter
-from hub.settings import Settings, bundled_path, load_settings
+from hub.settings import Rate, Settings, bundled_path, load_settings
 from hub.store import opt_outs
 from hub.store.db import migrate, session
 from hub.store.models import NotificationStatus, utcnow
@@ -497,6 +497,29 @@ def test_without_a_limiter_a_retry_after_is_ignored(settings: Settings) -> None:
 
     # Then nothing happens to the turn (and nothing raises)
     assert (turn.status, turn.retry_in_s) == (NotificationStatus.FAILED, None)
+
+
+def test_turns_coming_back_at_reserved_slots_take_no_token_again(
+    configure: Callable[..., Settings], limiter: StubRateLimiter
+) -> None:
+    settings = configure(channels__sms__rate_limit="1/s")
+    limiter.reserve("sms", Rate.parse("1/s"), 1, 5)  # the slots are taken, by them
+    batch = Batch("sms", settings, [make_turn(1)], reserved=True)
+
+    RateLimit(limiter).before_send(batch)
+
+    assert fates(batch) == [None]
+
+
+def test_waiting_turns_hold_the_tokens_of_their_slots(
+    configure: Callable[..., Settings], limiter: StubRateLimiter
+) -> None:
+    settings = configure(channels__sms__rate_limit="1/s")
+    batch = batch_of(settings, make_turn(1), make_turn(2), make_turn(3))
+
+    RateLimit(limiter).before_send(batch)
+
+    assert [turn.holds_token for turn in batch.turns] == [False, True, True]
 
 
 # ---- Retries -----------------------------------------------------------------------------------

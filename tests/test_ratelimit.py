@@ -123,6 +123,31 @@ def test_burst_allows_that_many_at_once(limiter: RateLimiter) -> None:
     assert 0.5 < waits[3] <= 1.0
 
 
+def test_reserving_takes_each_slot_one_interval_apart(limiter: RateLimiter) -> None:
+    rate = Rate.parse("2/s")
+
+    waits = limiter.reserve("webhook", rate, burst=2, count=5)
+
+    assert waits[:2] == [0, 0]
+    assert waits[2:] == pytest.approx([0.5, 1.0, 1.5], abs=0.05)
+
+
+def test_a_token_after_reserved_slots_waits_behind_them(limiter: RateLimiter) -> None:
+    rate = Rate.parse("1/s")
+    limiter.reserve("webhook", rate, burst=1, count=3)
+
+    wait = limiter.acquire("webhook", rate)
+
+    assert 2.5 < wait <= 3.0
+
+
+def test_reserving_nothing_takes_nothing(limiter: RateLimiter) -> None:
+    rate = Rate.parse("1/s")
+
+    assert limiter.reserve("webhook", rate, burst=1, count=0) == []
+    assert limiter.acquire("webhook", rate) == 0
+
+
 def test_limits_are_separate_per_name(limiter: RateLimiter) -> None:
     rate = Rate.parse("1/s")
 

@@ -37,6 +37,8 @@ class Turn:
     reason: str = ""
     # Set when the notification must run again after this many seconds.
     retry_in_s: float | None = None
+    # A rate-limit token is reserved for it: it sends at its slot without asking again.
+    holds_token: bool = False
     # Set by the core once the store took the decision (not already final elsewhere).
     recorded: bool = False
     attempt_number: int = 0
@@ -59,6 +61,8 @@ class Batch:
     channel: str
     settings: Settings
     turns: list[Turn] = field(default_factory=list)
+    # Its turns come back at slots they reserved: the rate limit is already paid.
+    reserved: bool = False
 
     def undecided(self) -> list[Turn]:
         return [turn for turn in self.turns if not turn.decided]

@@ -1,11 +1,11 @@
 """Rate limits shared by every worker, and the pause a provider asks for.
 
 Tokens are taken after the claim and rendering, right before the sends: a
-slow claim must not bunch sends together at the provider. Waiting is not an
-attempt: the turns that must wait are released (claim and attempt undone)
-and come back spread one interval apart, with a little jitter so workers do
-not wake together. A provider's ``retry_after_s`` pauses the channel for
-every worker.
+slow claim must not bunch sends together at the provider. A turn that must
+wait reserves its slot, is released (claim and attempt undone, no attempt
+spent) and comes back at that slot holding its token, so it never has to ask
+and wait again. A provider's ``retry_after_s`` pauses the channel for every
+worker.
 """
 
 from __future__ import annotations
@@ -26,24 +26,28 @@ class RateLimit(Middleware):
         self._limiter = limiter
 
     def before_send(self, batch: Batch) -> None:
-        if self._limiter is None:
+        ready = [turn for turn in batch.undecided() if turn.message is not None]
+        if self._limiter is None or not ready:
+            return
+        reason = f"rate_limited: {batch.channel} is at its rate limit"
+        if (paused_s := self._limiter.paused_for(batch.channel)) > 0:
+            # A provider asked everyone to hold off, reserved slots or not.
+            for turn in ready:
+                delay = paused_s + random.uniform(0, 0.02)
+                turn.decide(NotificationStatus.WAITING, reason, retry_in_s=delay)
             return
         limits = batch.settings.channels.of(batch.channel)
-        rate = Rate.parse(limits.rate_limit) if limits.rate_limit else None
-        ready = [turn for turn in batch.undecided() if turn.message is not None]
-        # Without a rate limit only a provider's pause can hold the batch: one look for all.
-        for index, _ in enumerate(ready if rate else ready[:1]):
-            if rate is None:
-                wait_s = self._limiter.paused_for(batch.channel)
-            else:
-                wait_s = self._limiter.acquire(batch.channel, rate, limits.burst)
+        if not limits.rate_limit or batch.reserved:
+            return
+        rate = Rate.parse(limits.rate_limit)
+        # Every turn reserves its slot now, so a wait comes back once, when due.
+        waits = self._limiter.reserve(batch.channel, rate, limits.burst, len(ready))
+        for turn, wait_s in zip(ready, waits, strict=True):
             if wait_s > 0:
-                interval_s = rate.interval_ms / 1000 if rate else 0.0
-                for n, turn in enumerate(ready[index:]):
-                    delay = wait_s + n * interval_s + random.uniform(0, 0.02)
-                    reason = f"rate_limited: {batch.channel} is at its rate limit"
-                    turn.decide(NotificationStatus.WAITING, reason, retry_in_s=delay)
-                return
+                # Never early: a small lateness only, so workers do not wake together.
+                delay = wait_s + random.uniform(0, 0.01)
+                turn.decide(NotificationStatus.WAITING, reason, retry_in_s=delay)
+                turn.holds_token = True
 
     def after_send(self, batch: Batch) -> None:
         if self._limiter is None:

@@ -26,6 +26,14 @@ class RateLimiter(ABC):
         """Take a token for ``name``: 0.0 if taken, else the seconds until one is free."""
 
     @abstractmethod
+    def reserve(self, name: str, rate: Rate, burst: int, count: int) -> list[float]:
+        """Take ``count`` tokens for ``name`` now, each for its own slot, however far off.
+
+        The seconds to wait for each slot (0.0 for those free now). A reserved
+        token is spent: whoever holds it sends at its slot without asking again.
+        """
+
+    @abstractmethod
     def paused_for(self, name: str) -> float:
         """Seconds left of a pause of ``name``; 0.0 when it is not paused."""
 

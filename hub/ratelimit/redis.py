@@ -35,6 +35,26 @@ return 0
 """
 
 
+# KEYS[1]: the limit's theoretical arrival time (ms). ARGV: interval ms, burst, count.
+# Returns the milliseconds to wait for each of ``count`` slots, all taken.
+_RESERVE = """
+redis.replicate_commands()
+local clock = redis.call('TIME')
+local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
+local interval = tonumber(ARGV[1])
+local tolerance = (tonumber(ARGV[2]) - 1) * interval
+local tat = tonumber(redis.call('GET', KEYS[1]) or now)
+if tat < now then tat = now end
+local waits = {}
+for i = 1, tonumber(ARGV[3]) do
+  waits[i] = math.max(math.ceil(tat - now - tolerance), 0)
+  tat = tat + interval
+end
+redis.call('SET', KEYS[1], tat, 'PX', math.ceil(tat - now + interval))
+return waits
+"""
+
+
 class RedisRateLimiter(RateLimiter):
     """Limits kept in Redis, shared by every process that uses the same ``prefix``."""
 
@@ -42,11 +62,19 @@ class RedisRateLimiter(RateLimiter):
         self._client = client
         self._prefix = prefix
         self._script = client.register_script(_GCRA)
+        self._reserve = client.register_script(_RESERVE)
 
     def acquire(self, name: str, rate: Rate, burst: int = 1) -> float:
         keys = [f"{self._prefix}:{name}", f"{self._prefix}:{name}:pause"]
         wait_ms = int(self._script(keys=keys, args=[rate.interval_ms, max(burst, 1)]))
         return wait_ms / 1000
+
+    def reserve(self, name: str, rate: Rate, burst: int, count: int) -> list[float]:
+        if count <= 0:
+            return []
+        args = [rate.interval_ms, max(burst, 1), count]
+        waits = self._reserve(keys=[f"{self._prefix}:{name}"], args=args)
+        return [int(wait_ms) / 1000 for wait_ms in waits]
 
     def paused_for(self, name: str) -> float:
         remaining_ms: int = self._client.pttl(f"{self._prefix}:{name}:pause")  # type: ignore[assignment]

@@ -38,6 +38,19 @@ class StubRateLimiter(RateLimiter):
             self._arrival_ms[name] = arrival + interval
             return 0.0
 
+    def reserve(self, name: str, rate: Rate, burst: int, count: int) -> list[float]:
+        with self._lock:
+            now, interval = self._now_ms(), rate.interval_ms
+            tolerance = (max(burst, 1) - 1) * interval
+            arrival = max(self._arrival_ms.get(name, now), now)
+            waits = []
+            for _ in range(count):
+                waits.append(max(math.ceil(arrival - now - tolerance), 0) / 1000)
+                arrival += interval
+            if count > 0:
+                self._arrival_ms[name] = arrival
+            return waits
+
     def paused_for(self, name: str) -> float:
         with self._lock:
             now = self._now_ms()
