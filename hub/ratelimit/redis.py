@@ -14,19 +14,25 @@ import redis
 from hub.ratelimit.base import RateLimiter
 from hub.settings import Rate
 
-# KEYS[1]: the limit's theoretical arrival time (ms); KEYS[2]: the channel's pause.
-# ARGV[1]: emission interval in ms; ARGV[2]: burst (requests allowed at once).
-# Returns 0 when a token was taken, else the milliseconds to wait for one.
-_GCRA = """
-redis.replicate_commands()
-local pause = redis.call('PTTL', KEYS[2])
-if pause > 0 then return pause end
+# What both scripts start from: Redis's clock, and the limit's theoretical
+# arrival time (KEYS[1], ms) given ARGV[1] (emission interval in ms) and
+# ARGV[2] (burst: requests allowed at once).
+_STATE = """
 local clock = redis.call('TIME')
 local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
 local interval = tonumber(ARGV[1])
 local tolerance = (tonumber(ARGV[2]) - 1) * interval
 local tat = tonumber(redis.call('GET', KEYS[1]) or now)
 if tat < now then tat = now end
+"""
+
+# KEYS[2]: the channel's pause. Returns 0 when a token was taken, else the
+# milliseconds to wait for one.
+_GCRA = """
+redis.replicate_commands()
+local pause = redis.call('PTTL', KEYS[2])
+if pause > 0 then return pause end
+""" + _STATE + """
 local wait = tat - now - tolerance
 if wait > 0 then return math.ceil(wait) end
 local next_tat = tat + interval
@@ -35,16 +41,10 @@ return 0
 """
 
 
-# KEYS[1]: the limit's theoretical arrival time (ms). ARGV: interval ms, burst, count.
-# Returns the milliseconds to wait for each of ``count`` slots, all taken.
+# ARGV[3]: how many slots. Returns the milliseconds to wait for each, all taken.
 _RESERVE = """
 redis.replicate_commands()
-local clock = redis.call('TIME')
-local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
-local interval = tonumber(ARGV[1])
-local tolerance = (tonumber(ARGV[2]) - 1) * interval
-local tat = tonumber(redis.call('GET', KEYS[1]) or now)
-if tat < now then tat = now end
+""" + _STATE + """
 local waits = {}
 for i = 1, tonumber(ARGV[3]) do
   waits[i] = math.max(math.ceil(tat - now - tolerance), 0)

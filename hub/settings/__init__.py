@@ -19,7 +19,7 @@ import tomllib
 from collections.abc import Sequence
 from functools import cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any
 
 from pydantic import Field, ValidationError, create_model
 from pydantic_core import InitErrorDetails, PydanticCustomError
@@ -95,8 +95,6 @@ class Settings(BaseSettings):
     events: dict[str, EventType] = Field(default_factory=dict)
     subscriptions: list[Subscription] = Field(default_factory=list)
 
-    # Every channel by name; set on the class :func:`settings_class` builds.
-    channel_classes: ClassVar[dict[str, type[Channel[Any]]]] = {}
 
     @classmethod
     def settings_customise_sources(
@@ -119,6 +117,11 @@ class Settings(BaseSettings):
         """Where rate limits live: ``redis_url``, else the broker when it is Redis."""
         broker = self.broker_url if self.broker_url.startswith(("redis://", "rediss://")) else ""
         return self.redis_url or broker
+
+    @property
+    def channel_classes(self) -> dict[str, type[Channel[Any]]]:
+        """Every channel by name (its settings section holds the same registry)."""
+        return self.channels.channel_classes
 
     @property
     def all_template_dirs(self) -> list[Path]:
@@ -182,7 +185,7 @@ def settings_class(extra_channels: Sequence[str] = ()) -> type[Settings]:
     cls = create_model(
         "Settings", __base__=Settings, channels=(channels, Field(default_factory=channels))
     )
-    cls.channel_classes = channels.channel_classes = classes
+    channels.channel_classes = classes
     return cls
 
 
