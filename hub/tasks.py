@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
+from datetime import datetime
 from typing import Any
 
 from celery import shared_task
@@ -142,13 +143,19 @@ def _retry_later(channel: str, turns: list[Turn]) -> None:
 
 
 @shared_task(name="hub.sweep")
-def sweep() -> dict[str, int]:
-    """Re-enqueue what the broker lost: unrouted events and stalled notifications."""
+def sweep(before: str | None = None) -> dict[str, int]:
+    """Re-enqueue what the broker lost: unrouted events and stalled notifications.
+
+    Queued work counts as lost after ``stuck_after_s``, or, with ``before``
+    (an ISO time: a worker reconnected to a restarted broker then), when it
+    was queued before that moment.
+    """
     settings = get_runtime().settings
     policy = settings.delivery
+    stuck = datetime.fromisoformat(before) if before else seconds_ago(policy.stuck_after_s)
     events_swept = notifications_swept = 0
     with session(settings.resolved_database_url) as db:
-        for page in stored_events.stuck_events(db, seconds_ago(policy.stuck_after_s)):
+        for page in stored_events.stuck_events(db, stuck):
             enqueue_routes(page)
             events_swept += len(page)
     while True:
@@ -156,7 +163,7 @@ def sweep() -> dict[str, int]:
         with session(settings.resolved_database_url) as db:
             notifications = backlog.stuck_notifications(
                 db,
-                seconds_ago(policy.stuck_after_s),
+                stuck,
                 seconds_ago(policy.stuck_after_s + policy.backoff_max_s),
                 seconds_ago(policy.lease_s),
             )

@@ -7,18 +7,22 @@ the settings. The queues are named in :mod:`hub.queues` and by the channels.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from datetime import UTC, datetime
 from functools import cache
 from typing import Any
 
 import kombu.exceptions
 import redis.exceptions
-from celery import Celery
+from celery import Celery, bootsteps
+from celery.utils.log import get_logger
 from kombu.entity import Queue
 
 from hub import queues
 from hub.embedded import running_url
 from hub.errors import BrokerUnavailable, ConfigError
 from hub.settings import Settings, get_settings
+
+_log = get_logger(__name__)
 
 
 def celery_config(settings: Settings) -> dict[str, Any]:
@@ -86,7 +90,35 @@ def get_app() -> Celery:
     """
     app = Celery("hub", include=["hub.tasks"], set_as_current=True)
     app.config_from_object(celery_config(get_settings()))
+    app.steps["consumer"].add(ResumeAfterReconnect)
     return app
+
+
+class ResumeAfterReconnect(bootsteps.StartStopStep):
+    """When the worker reconnects to its broker, re-enqueue what the broker may have lost.
+
+    A broker restart can lose tasks it held (a SIGKILL loses the last second
+    of an append-only file; an in-memory broker loses everything). The store
+    still has that work, and the periodic sweeper would find it after
+    ``stuck_after_s``; this step asks for a sweep of everything queued before
+    the reconnect at once, so delivery resumes within seconds. Redelivered
+    duplicates are harmless: routing and claiming are idempotent.
+    """
+
+    requires = ("celery.worker.consumer.tasks:Tasks",)
+
+    def start(self, consumer: Any) -> None:
+        # The consumer restarts its steps after every lost connection; only a
+        # restart (not the first start) follows a broker outage.
+        if consumer.restart_count < 1:
+            return
+        before = datetime.now(UTC).isoformat()
+        try:
+            enqueue("hub.sweep", [before], queues.EVENTS)
+        except BrokerUnavailable as exc:
+            _log.warning("could not ask for a sweep after reconnecting: %s", exc)
+        else:
+            _log.warning("reconnected to the broker: re-enqueueing work queued before %s", before)
 
 
 def queue_for(channel: str) -> str:

@@ -60,6 +60,15 @@ class FaultyHub:
         self.start("worker", "worker", "--concurrency", str(concurrency))
         wait_until(lambda: _worker_ready(self.env["HUB_BROKER_URL"]), 60, "the worker")
 
+    def use_shipped(self, *names: str) -> None:
+        """Restart the worker and beat with the shipped value of each ``delivery.<name>``."""
+        for name in names:
+            self.env.pop(f"HUB_DELIVERY__{name.upper()}", None)
+        self.stop("beat")
+        self.stop("worker")
+        self.start("beat", "beat")
+        self.start_worker()
+
     def kill(self, name: str) -> None:
         """SIGKILL the process and its children (a crash, not a shutdown)."""
         process = self.processes.pop(name)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import time
 
 import httpx
@@ -209,12 +210,16 @@ def test_queued_work_survives_a_redis_crash_and_publishes_get_503_while_it_is_do
     assert faulty_hub.smtp.to(refused_to) == []
 
 
-@pytest.mark.parametrize("how", ["SIGTERM", "SIGKILL"])
+@pytest.mark.parametrize("how", ["SIGTERM", "SIGKILL", "SIGKILL losing its data"])
 def test_the_worker_rides_out_a_redis_restart_with_events_in_flight(
     faulty_hub: FaultyHub, how: str
 ) -> None:
+    # The sweeper only takes queued work after the shipped stuck_after_s (120 s)
+    # here, so what the broker lost must come back through the worker's reconnect.
+    faulty_hub.use_shipped("stuck_after_s")
+
     # Given 300 events being delivered by a running worker
-    recipients = [address(f"restart-{how.lower()}") for _ in range(300)]
+    recipients = [address(f"restart-{how.split()[0].lower()}") for _ in range(300)]
     with faulty_hub.stack.client() as http:
         for start in range(0, 300, 100):
             events = [_event(to) for to in recipients[start : start + 100]]
@@ -224,11 +229,16 @@ def test_the_worker_rides_out_a_redis_restart_with_events_in_flight(
     # When Redis is stopped mid-burst and comes back on the same port
     redis = faulty_hub.redis
     assert redis.process is not None
-    if how == "SIGKILL":
-        redis.process.kill()
-    else:
+    if how == "SIGTERM":
         redis.process.terminate()
+    else:
+        redis.process.kill()
     redis.process.wait()
+    if how == "SIGKILL losing its data":
+        # A broker without persistence (or the last second of an AOF): every
+        # task it held is gone, and only the store still has the work.
+        for data in redis.folder.glob("appendonly*"):
+            shutil.rmtree(data) if data.is_dir() else data.unlink()
     redis.start(port=faulty_hub.redis_port)
     back_at = time.monotonic()
 
