@@ -1,7 +1,10 @@
 """Any service Apprise knows (Telegram, Discord, Teams, ntfy, json://, ...) by URL.
 
 All configured URLs get every message, through one Apprise object built at
-start-up (a URL Apprise cannot parse stops start-up). Apprise makes exactly
+start-up (a URL Apprise cannot parse stops start-up). A URL may name the
+message's recipient as ``{recipient}`` (an SMS gateway's target number, when
+Apprise backs up another channel's provider); such a URL is completed for
+each message. Apprise makes exactly
 one attempt here: a ``?retry=`` in a URL is overridden, because retries are
 the delivery task's job. With no URLs configured, messages are written as
 ``.json`` files to the outbox instead.
@@ -14,18 +17,22 @@ import json
 from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any, ClassVar
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, quote, urlsplit
 
 from pydantic import Field, SecretStr
 
 from hub.channels.base import Channel, Message, Receipt
-from hub.errors import ConfigError, TransientError
+from hub.errors import ConfigError, PermanentError, TransientError
 from hub.settings import ChannelSettings
 
 if TYPE_CHECKING:
     import apprise as apprise_lib
 
 CHANNEL = "apprise"
+# Stands in a URL for the message's recipient.
+RECIPIENT = "{recipient}"
+# A recipient to check that a URL with RECIPIENT is one Apprise can use.
+SAMPLE_RECIPIENT = "+15005550006"
 # Apprise's notify types are info, success, warning and failure.
 NOTIFY_TYPES = {
     "info": "info",
@@ -72,6 +79,7 @@ class AppriseChannel(Channel[AppriseSettings]):
         super().__init__(settings, outbox_dir)
         self.urls = [url.get_secret_value() for url in settings.urls]
         self.apprise: apprise_lib.Apprise | None = None
+        self.asset: apprise_lib.AppriseAsset | None = None
 
     @classmethod
     def is_configured(cls, settings: Any) -> bool:
@@ -79,18 +87,42 @@ class AppriseChannel(Channel[AppriseSettings]):
 
     async def _start(self) -> None:
         apprise = _import_apprise()
-        asset = apprise.AppriseAsset(async_mode=True, storage_mode="memory")
-        self.apprise = apprise.Apprise(asset=asset)
+        self.asset = apprise.AppriseAsset(async_mode=True, storage_mode="memory")
+        self.apprise = apprise.Apprise(asset=self.asset)
         for index, url in enumerate(self.urls):
-            service = apprise.Apprise.instantiate(url, asset=asset)
+            service = self._service(url.replace(RECIPIENT, SAMPLE_RECIPIENT))
             if service is None:
                 # The URL carries credentials: name the setting and scheme only.
                 scheme = urlsplit(url).scheme or "?"
                 raise ConfigError(
                     f"channels.apprise.urls[{index}]: Apprise cannot use this {scheme}:// URL"
                 )
+            if RECIPIENT not in url:
+                self.apprise.add(service)
+
+    def _service(self, url: str) -> apprise_lib.NotifyBase | None:
+        apprise = _import_apprise()
+        service: apprise_lib.NotifyBase | None = apprise.Apprise.instantiate(url, asset=self.asset)
+        if service is not None:
             self._one_attempt_within_timeout(service, url)
-            self.apprise.add(service)
+        return service
+
+    def _targets(self, recipient: str) -> apprise_lib.Apprise:
+        """The fixed targets, plus the URLs naming the recipient completed for this one."""
+        assert self.apprise is not None, "started by send()"
+        per_recipient = [url for url in self.urls if RECIPIENT in url]
+        if not per_recipient:
+            return self.apprise
+        targets: apprise_lib.Apprise = _import_apprise().Apprise(asset=self.asset)
+        targets.add(list(self.apprise))
+        for url in per_recipient:
+            service = self._service(url.replace(RECIPIENT, quote(recipient, safe="+@")))
+            if service is None:
+                raise PermanentError(
+                    "Apprise cannot reach this recipient through its URL", channel=CHANNEL
+                )
+            targets.add(service)
+        return targets
 
     def _one_attempt_within_timeout(self, service: apprise_lib.NotifyBase, url: str) -> None:
         service.retry = 0
@@ -110,7 +142,7 @@ class AppriseChannel(Channel[AppriseSettings]):
         return content, Receipt(f"apprise-{message.notification_id}")
 
     async def _send(self, message: Message) -> Receipt:
-        assert self.apprise is not None, "started by send()"
+        targets = self._targets(message.recipient)
         title = message.subject or message.event_type
         options: dict[str, Any] = {
             "body": message.text,
@@ -118,10 +150,10 @@ class AppriseChannel(Channel[AppriseSettings]):
             "notify_type": notify_type(message),
             "body_format": "text",
         }
-        if hasattr(self.apprise, "async_notify"):
-            sent = await self.apprise.async_notify(**options)
+        if hasattr(targets, "async_notify"):
+            sent = await targets.async_notify(**options)
         else:
-            sent = await asyncio.to_thread(self.apprise.notify, **options)
+            sent = await asyncio.to_thread(targets.notify, **options)
         if not sent:
             # Apprise reports one bool for all targets and logs the reason, so a
             # rejected token looks the same as a service that is down: treat it

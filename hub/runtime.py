@@ -36,10 +36,10 @@ def build_providers(settings: Settings) -> dict[str, dict[str, Channel[Any]]]:
     outbox = settings.var_dir / "outbox"
     return {
         name: {
-            provider.name: channel(provider, outbox / name)
+            provider.name: settings.channels.kind_of(name, provider)(provider, outbox / name)
             for provider in settings.channels.of(name).all_providers
         }
-        for name, channel in settings.channel_classes.items()
+        for name in settings.channel_classes
     }
 
 

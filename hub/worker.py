@@ -94,7 +94,7 @@ def get_app() -> Celery:
     return app
 
 
-class ResumeAfterReconnect(bootsteps.StartStopStep):
+class ResumeAfterReconnect(bootsteps.StartStopStep):  # type: ignore[misc]  # celery is untyped
     """When the worker reconnects to its broker, re-enqueue what the broker may have lost.
 
     A broker restart can lose tasks it held (a SIGKILL loses the last second

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -364,6 +365,62 @@ def test_a_bad_key_in_a_listed_provider_names_its_line(tmp_path: Path) -> None:
         load_settings(path)
 
     assert f"{path}:6: channels.email.providers.1.prot: Extra inputs" in str(error.value)
+
+
+def test_a_provider_via_another_channel_takes_that_channels_keys_and_the_delivery_keys(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "settings.toml"
+    path.write_text(
+        """
+[channels.sms]
+retry_window = "2h"
+timeout_s = 5.0
+
+[[channels.sms.providers]]
+name = "twilio"
+account_sid = "AC1"
+
+[[channels.sms.providers]]
+name = "gateway"
+via = "apprise"
+urls = ["json://127.0.0.1/sms/{recipient}"]
+"""
+    )
+
+    settings = load_settings(path)
+    twilio, gateway = settings.channels.sms.all_providers
+
+    assert settings.channels.kind_of("sms", twilio).name == "sms"
+    assert settings.channels.kind_of("sms", gateway).name == "apprise"
+    assert (gateway.retry_window, gateway.timeout_s) == ("2h", 15.0)  # the Apprise default
+    assert (twilio.retry_window, twilio.timeout_s) == ("2h", 5.0)
+
+
+@pytest.mark.parametrize(
+    ("entry", "error"),
+    [
+        ('via = "pigeon"', "via names no channel that can send for sms; known: email,"),
+        ('via = "apprise"\naccount_sid = "AC1"', "providers.0.account_sid: Extra inputs"),
+    ],
+)
+def test_a_bad_via_provider_names_its_line(tmp_path: Path, entry: str, error: str) -> None:
+    path = tmp_path / "settings.toml"
+    path.write_text(f'[[channels.sms.providers]]\nname = "gateway"\n{entry}\n')
+
+    with pytest.raises(ConfigError) as raised:
+        load_settings(path)
+
+    assert re.search(rf"{re.escape(str(path))}:\d+: channels\.sms\.providers\.0", str(raised.value))
+    assert error in str(raised.value)
+
+
+def test_only_a_listed_provider_may_send_via_another_channel(tmp_path: Path) -> None:
+    path = tmp_path / "settings.toml"
+    path.write_text('[channels.sms]\nvia = "apprise"\n')
+
+    with pytest.raises(ConfigError, match=r"channels\.sms\.via: only a listed provider"):
+        load_settings(path)
 
 
 def test_provider_names_must_be_distinct(tmp_path: Path) -> None:

@@ -31,12 +31,16 @@ def add_callback_routes(app: FastAPI, settings: Settings) -> None:
     @app.post("/v1/callbacks/{channel}/{provider}", status_code=status.HTTP_204_NO_CONTENT)
     async def provider_callback(channel: str, provider: str, request: Request) -> None:
         """A provider's delivery report: marks the message ``delivered`` or ``undelivered``."""
-        channel_class = settings.channel_classes.get(channel)
-        if channel_class is None or not channel_class.callbacks:
+        if channel not in settings.channel_classes:
             raise HTTPException(status.HTTP_404_NOT_FOUND, f"no callbacks for channel {channel!r}")
         provider_settings = settings.channels.of(channel).provider(provider)
         if provider_settings is None:
             raise HTTPException(status.HTTP_404_NOT_FOUND, f"no {channel} provider {provider!r}")
+        channel_class = settings.channels.kind_of(channel, provider_settings)
+        if not channel_class.callbacks:
+            via = provider_settings.via
+            whose = f"{channel} provider {provider!r}" if via else f"channel {channel!r}"
+            raise HTTPException(status.HTTP_404_NOT_FOUND, f"no callbacks for {whose}")
         callback = Callback(str(request.url), await request.body(), request.headers)
         try:
             report = channel_class.status_report(provider_settings, callback)

@@ -178,8 +178,9 @@ def settings_class(extra_channels: Sequence[str] = ()) -> type[Settings]:
     except (ImportError, AttributeError, TypeError) as exc:
         raise ConfigError(f"extra_channels: {exc}") from exc
     sections: dict[str, Any] = {}
+    kinds = {name: channel.settings_model for name, channel in classes.items()}
     for name, channel in classes.items():
-        section = section_model(channel.settings_model)
+        section = section_model(name, channel.settings_model, kinds)
         sections[name] = (section, Field(default_factory=section))
     channels = create_model("ChannelsSettings", __base__=ChannelsSettings, **sections)
     cls = create_model(

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, ClassVar, Literal
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal, Union
 
 from pydantic import (
     BaseModel,
     ConfigDict,
+    Discriminator,
     Field,
+    Tag,
     create_model,
     field_validator,
     model_validator,
@@ -95,7 +98,10 @@ class ChannelSettings(_Strict):
 
     A section's flat keys describe its one provider, ``default``. A section
     may instead list several under ``[[channels.<name>.providers]]``, each
-    with a ``name``; they inherit the keys set on the section itself.
+    with a ``name``; they inherit the keys set on the section itself. A
+    listed provider with ``via = "<channel>"`` is of that other channel's
+    kind (an SMS section's Twilio, then an Apprise SMS gateway): it takes that
+    channel's keys and inherits only the section's delivery keys.
     """
 
     # When a provider may or may not have sent a message (a timeout after the
@@ -111,6 +117,7 @@ class ChannelSettings(_Strict):
     retry_window: str = "1h"
     circuit: CircuitSettings = Field(default_factory=CircuitSettings)
     name: str = Field("default", min_length=1)
+    via: str = ""
     providers: list[Any] = Field(default_factory=list)
 
     @field_validator("retry_window")
@@ -141,7 +148,14 @@ class ChannelSettings(_Strict):
         if not isinstance(listed, list):
             return data
         shared = {key: value for key, value in data.items() if key != "providers"}
-        inherited = [{**shared, **entry} if isinstance(entry, dict) else entry for entry in listed]
+        # A provider of another kind shares only the keys every channel has.
+        common = {key: value for key, value in shared.items() if key in _DELIVERY_KEYS}
+        inherited = [
+            {**(common if entry.get("via") else shared), **entry}
+            if isinstance(entry, dict)
+            else entry
+            for entry in listed
+        ]
         return {**data, "providers": inherited}
 
     @model_validator(mode="after")
@@ -161,12 +175,34 @@ class ChannelSettings(_Strict):
         return next((p for p in self.all_providers if p.name == name), None)
 
 
-def section_model(model: type[ChannelSettings]) -> type[ChannelSettings]:
-    """``model`` as a channel's section: itself, or a list of providers of its kind."""
+# What a provider of another kind inherits from its section: how notifications
+# are delivered, never how a provider is reached.
+_DELIVERY_KEYS = frozenset({"on_unknown", "max_attempts", "retry_window", "circuit"})
+
+
+def section_model(
+    name: str, model: type[ChannelSettings], kinds: Mapping[str, type[ChannelSettings]]
+) -> type[ChannelSettings]:
+    """Channel ``name``'s section: ``model`` itself, or a list of providers.
+
+    A provider is of the channel's own kind, or with ``via`` of any kind in
+    ``kinds`` (channel name to settings model).
+    """
+
+    def kind(entry: Any) -> str:
+        via = entry.get("via", "") if isinstance(entry, dict) else getattr(entry, "via", "")
+        return "" if via == name else str(via)
+
+    tagged = [Annotated[model, Tag("")]]
+    tagged += [Annotated[other, Tag(via)] for via, other in kinds.items() if via != name]
+    known = ", ".join(via for via in kinds if via != name)
+    unknown = f"via names no channel that can send for {name}; known: {known}"
+    pick = Discriminator(kind, custom_error_type="unknown_via", custom_error_message=unknown)
+    provider = Annotated[Union[tuple(tagged)], pick]  # type: ignore[valid-type]  # noqa: UP007
     section: type[ChannelSettings] = create_model(
         model.__name__,
         __base__=model,
-        providers=(list[model], Field(default_factory=list)),  # type: ignore[valid-type]
+        providers=(list[provider], Field(default_factory=list)),  # type: ignore[valid-type]
     )
     return section
 
@@ -181,6 +217,20 @@ class ChannelsSettings(_Strict):
         """The settings of ``channel`` by name."""
         settings: ChannelSettings = getattr(self, channel)
         return settings
+
+    def kind_of(self, channel: str, provider: ChannelSettings) -> type[Channel[Any]]:
+        """The channel class that sends through ``provider`` of ``channel``."""
+        return self.channel_classes[provider.via or channel]
+
+    @model_validator(mode="after")
+    def _via_only_on_providers(self) -> ChannelsSettings:
+        for name in self.channel_classes:
+            if self.of(name).via:
+                raise ValueError(
+                    f"channels.{name}.via: only a listed provider "
+                    f"([[channels.{name}.providers]]) may send via another channel"
+                )
+        return self
 
     @property
     def alert_targets(self) -> list[str]:

@@ -18,15 +18,24 @@ def describe(exc: ValidationError, path: Path, text: str) -> str:
     lines_of_keys = key_lines(text)
     lines = []
     for error in exc.errors():
-        key = ".".join(str(part) for part in error["loc"])
-        env_name = ENV_PREFIX + "__".join(str(p) for p in error["loc"]).upper()
+        loc = _without_provider_kind(error["loc"])
+        key = ".".join(str(part) for part in loc)
+        env_name = ENV_PREFIX + "__".join(str(p) for p in loc).upper()
         if env_name in os.environ:
             where = f"env var {env_name}"
         else:
-            line = line_of(lines_of_keys, error["loc"])
+            line = line_of(lines_of_keys, loc)
             where = f"{path}:{line}" if line else str(path)
         lines.append(f"{where}: {key}: {error['msg']}")
     return "invalid settings:\n  " + "\n  ".join(lines)
+
+
+def _without_provider_kind(loc: tuple[int | str, ...]) -> tuple[int | str, ...]:
+    """``loc`` less the kind pydantic inserts after ``providers.<n>`` (a tagged union)."""
+    for at in range(len(loc) - 2):
+        if loc[at] == "providers" and isinstance(loc[at + 1], int):
+            return loc[: at + 2] + loc[at + 3 :]
+    return loc
 
 
 def describe_env_error(exc: SettingsError) -> str:
