@@ -134,3 +134,22 @@ def test_a_deep_body_the_json_parser_cannot_read_is_a_4xx_not_a_500(stack: Stack
     )
 
     assert 400 <= response.status_code < 500
+
+
+def test_an_undecodable_quarantined_event_is_shown_with_its_error_instead_of_its_data(
+    stack: Stack,
+) -> None:
+    event_id = _stored_event(stack, '{"a":' * 5000 + "1" + "}" * 5000)
+    with engine(stack.database_url).begin() as db:
+        db.execute(
+            text("UPDATE events SET status = 'quarantined', error = :error WHERE id = :id"),
+            {"id": event_id, "error": "RecursionError: maximum recursion depth exceeded"},
+        )
+
+    with stack.client() as http:
+        shown = http.get(f"/v1/events/{event_id}")
+
+    assert shown.status_code == 200
+    body = shown.json()
+    assert (body["status"], body["data"]) == ("quarantined", None)
+    assert body["error"].startswith("RecursionError")

@@ -93,7 +93,10 @@ class EventOut(BaseModel):
     idempotency_key: str | None
     status: str
     created_at: datetime
-    data: dict[str, Any]
+    # None only for a stored event no worker could decode (see ``error``).
+    data: dict[str, Any] | None
+    # Why routing failed, for an event still being retried or quarantined.
+    error: str | None
     notifications: list[NotificationOut]
 
 
@@ -150,9 +153,10 @@ def add_event_routes(app: FastAPI, database_url: str, authenticated: Authenticat
             event = stored_events.get_event(db, event_id)
             if event is None:
                 raise HTTPException(status.HTTP_404_NOT_FOUND, f"no event {event_id!r}")
+            data = stored_events.event_data(db, event_id)
             notifications = stored_notifications.notifications_of(db, event_id)
             attempts = stored_notifications.attempts_of(db, [n.id for n in notifications])
-        return _event_out(event, notifications, attempts)
+        return _event_out(event, data, notifications, attempts)
 
 
 def _item_error(index: int, error: Any) -> dict[str, Any]:
@@ -164,7 +168,10 @@ def _item_error(index: int, error: Any) -> dict[str, Any]:
 
 
 def _event_out(
-    event: Event, notifications: Sequence[Notification], attempts: Sequence[Attempt]
+    event: Event,
+    data: dict[str, Any] | None,
+    notifications: Sequence[Notification],
+    attempts: Sequence[Attempt],
 ) -> EventOut:
     by_notification: dict[str, list[AttemptOut]] = {}
     for attempt in attempts:
@@ -178,7 +185,8 @@ def _event_out(
         idempotency_key=event.idempotency_key,
         status=event.status,
         created_at=event.created_at,
-        data=event.data,
+        data=data,
+        error=event.error,
         notifications=[
             NotificationOut(
                 **{name: getattr(n, name) for name in fields},

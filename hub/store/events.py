@@ -2,13 +2,26 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Row, Table, case, delete, insert, literal, select, tuple_, update
+from sqlalchemy import (
+    Row,
+    Table,
+    Text,
+    case,
+    cast,
+    delete,
+    insert,
+    literal,
+    select,
+    tuple_,
+    update,
+)
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, defer
 
 from hub.store.models import Event, EventStatus, utcnow
 
@@ -86,7 +99,22 @@ def _event_by_key(db: Session, key: str) -> Event | None:
 
 
 def get_event(db: Session, event_id: str) -> Event | None:
-    return db.get(Event, event_id)
+    """The event without its data (see :func:`event_data`)."""
+    return db.get(Event, event_id, options=[defer(Event.data)])
+
+
+def event_data(db: Session, event_id: str) -> dict[str, Any] | None:
+    """The event's data; None when it cannot be decoded (a row no publish could make).
+
+    Read as text and decoded here, so that such an event can still be shown
+    with the error that quarantined it.
+    """
+    raw = db.scalar(select(cast(Event.data, Text)).where(Event.id == event_id))
+    try:
+        data = json.loads(raw) if raw is not None else None
+    except (RecursionError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
 
 
 def events_by_id(db: Session, event_ids: Iterable[str]) -> dict[str, EventRow]:
