@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -60,16 +61,28 @@ def test_a_batch_with_one_deeply_nested_event_accepts_the_others(stack: Stack) -
 
 
 def _stored_event(stack: Stack, data_json: str) -> str:
-    event_id = f"evt_{uuid.uuid4().hex}"
+    [event_id] = _stored_events(stack, [data_json])
+    return event_id
+
+
+def _stored_events(
+    stack: Stack, data_json: list[str], status: str = "accepted", age_s: float = 0.0
+) -> list[str]:
+    """Rows written directly, ``age_s`` old (as SQLAlchemy stores UTC times on SQLite)."""
+    created = (datetime.now(UTC) - timedelta(seconds=age_s)).strftime("%Y-%m-%d %H:%M:%S.%f")
+    rows = [
+        {"id": f"evt_{uuid.uuid4().hex}", "data": data, "status": status, "created": created}
+        for data in data_json
+    ]
     with engine(stack.database_url).begin() as db:
         db.execute(
             text(
                 "INSERT INTO events (id, type, data, status, created_at, routing_attempts) "
-                "VALUES (:id, 'user.registered', :data, 'accepted', CURRENT_TIMESTAMP, 0)"
+                "VALUES (:id, 'user.registered', :data, :status, :created, 0)"
             ),
-            {"id": event_id, "data": data_json},
+            rows,
         )
-    return event_id
+    return [row["id"] for row in rows]
 
 
 def _state(stack: Stack, event_id: str) -> tuple[str, int, str | None]:
@@ -98,7 +111,7 @@ def test_an_undecodable_event_fails_alone_and_is_quarantined_after_five_routings
     assert sent["status"] == "sent"
     wait_until(lambda: _state(stack, bad)[1] == 1, what="the failed routing to be counted")
     assert _state(stack, bad)[0] == "accepted"
-    assert "RecursionError" in (_state(stack, bad)[2] or "")
+    assert "data cannot be decoded" in (_state(stack, bad)[2] or "")
 
     # When the sweeper routes it again, until the fifth failure (delivery.max_routing_attempts)
     for attempt in range(2, 6):
@@ -153,3 +166,31 @@ def test_an_undecodable_quarantined_event_is_shown_with_its_error_instead_of_its
     body = shown.json()
     assert (body["status"], body["data"]) == ("quarantined", None)
     assert body["error"].startswith("RecursionError")
+
+
+def test_a_thousand_quarantined_and_a_thousand_failing_events_do_not_hide_a_lost_one(
+    stack: Stack,
+) -> None:
+    # Given, older than stuck_after_s: 1,000 quarantined events, 1,000 that
+    # still fail routing, and, newest, one good event whose enqueue was lost
+    undecodable = '{"a":' * 1500 + "1" + "}" * 1500
+    hour = 3600.0
+    quarantined = _stored_events(stack, [undecodable] * 1000, "quarantined", age_s=hour + 2)
+    failing = _stored_events(stack, [undecodable] * 1000, age_s=hour + 1)
+    [lost] = _stored_events(stack, [json.dumps(user(address("lost")))], age_s=hour)
+
+    # When the sweeper runs once
+    celery = Celery(broker=stack.env["HUB_BROKER_URL"])
+    celery.send_task("hub.sweep", queue="events")
+    celery.close()
+
+    # Then the lost event is delivered, the failing ones counted one more
+    # failure, and the quarantined ones were left alone
+    [sent] = stack.settled(lost, timeout_s=120)["notifications"]
+    assert sent["status"] == "sent"
+    wait_until(
+        lambda: all(_state(stack, event_id)[1] == 1 for event_id in failing[::50]),
+        timeout_s=60,
+        what="the failing events to be routed again",
+    )
+    assert {_state(stack, event_id)[:2] for event_id in quarantined[::50]} == {("quarantined", 0)}

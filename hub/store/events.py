@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import (
-    Row,
     Table,
     Text,
     case,
@@ -28,7 +28,18 @@ from hub.store.models import Event, EventStatus, utcnow
 # The table itself, for Core statements on the hot path.
 EVENTS: Table = Event.__table__  # type: ignore[assignment]
 
-EventRow = Row[Any]  # id, type, data
+
+@dataclass(frozen=True, slots=True)
+class EventRow:
+    """What routing and delivery read of an event."""
+
+    id: str
+    type: str
+    data: dict[str, Any]
+
+
+class UndecodableEvent(ValueError):
+    """A stored event's data cannot be decoded (a row no publish through the API could make)."""
 
 
 def add_event(db: Session, event: Event) -> tuple[Event, bool]:
@@ -111,17 +122,36 @@ def event_data(db: Session, event_id: str) -> dict[str, Any] | None:
     """
     raw = db.scalar(select(cast(Event.data, Text)).where(Event.id == event_id))
     try:
-        data = json.loads(raw) if raw is not None else None
-    except (RecursionError, ValueError):
+        return _decoded(event_id, raw)
+    except UndecodableEvent:
         return None
-    return data if isinstance(data, dict) else None
 
 
 def events_by_id(db: Session, event_ids: Iterable[str]) -> dict[str, EventRow]:
-    """``id``, ``type`` and ``data`` of each event."""
+    """``id``, ``type`` and ``data`` of each event.
+
+    Raises :class:`UndecodableEvent` naming the first event whose data cannot
+    be decoded. The data is decoded here, after every row was read, rather
+    than by the driver while it reads: a decoding error in the middle of the
+    rows left SQLite's statement open, and with it a stale read snapshot that
+    made the process's next transaction fail at once with "database is locked".
+    """
     e = EVENTS.c
-    rows = db.execute(select(e.id, e.type, e.data).where(e.id.in_(list(event_ids))))
-    return {row.id: row for row in rows}
+    query = select(e.id, e.type, cast(e.data, Text)).where(e.id.in_(list(event_ids)))
+    rows = db.execute(query).all()
+    return {
+        event_id: EventRow(event_id, type, _decoded(event_id, raw)) for event_id, type, raw in rows
+    }
+
+
+def _decoded(event_id: str, raw: str | None) -> dict[str, Any]:
+    try:
+        data = json.loads(raw) if raw is not None else None
+    except (RecursionError, ValueError) as exc:
+        raise UndecodableEvent(f"event {event_id}: data cannot be decoded: {exc}") from None
+    if not isinstance(data, dict):
+        raise UndecodableEvent(f"event {event_id}: data is not a JSON object")
+    return data
 
 
 def stuck_events(db: Session, older_than: datetime, page_size: int = 1000) -> Iterator[list[str]]:
