@@ -64,12 +64,13 @@ def route_many(event_ids: list[str]) -> int:
     is claimed in the routing transaction and sent by this task when this
     worker serves the channel's queue: a second Celery task and a second
     commit per event would double what bounds latency at a steady rate.
-    Larger batches are spread over the channel queues, so every worker
-    shares them.
+    Only one channel's batch is claimed so: a second one would sit claimed,
+    its lease unrenewed, while the first is sent. Other channels and larger
+    batches are spread over the channel queues, so every worker shares them.
     """
     runtime = get_runtime()
     try:
-        queued, claims = _route(runtime, event_ids)
+        queued, claimed = _route(runtime, event_ids)
     except SQLAlchemyError:
         raise  # the store itself failed: the sweeper routes the whole group again
     except Exception as exc:
@@ -79,29 +80,26 @@ def route_many(event_ids: list[str]) -> int:
             return sum(route_many([event_id]) for event_id in event_ids)
         _routing_failed(runtime, event_ids[0], exc)
         return 0
-    by_channel = _by_channel(queued)
     enqueue_deliveries(
         (notification_id, channel)
-        for channel, ids in by_channel.items()
-        if channel not in {claimed.channel for claimed in claims}
+        for channel, ids in _by_channel(queued).items()
+        if claimed is None or channel != claimed.channel
         for notification_id in ids
     )
-    for claimed in claims:
+    if claimed is not None:
         _retry_later(claimed.channel, send(runtime, claimed))
     return len(queued)
 
 
-def _route(runtime: Runtime, event_ids: list[str]) -> tuple[list[tuple[str, str]], list[Batch]]:
-    """Route in one transaction; claim the deliveries this worker makes itself."""
+def _route(runtime: Runtime, event_ids: list[str]) -> tuple[list[tuple[str, str]], Batch | None]:
+    """Route in one transaction; claim the one batch this worker sends itself, if any."""
     with session(runtime.settings.resolved_database_url) as db:
         queued = route_events(db, runtime.settings, runtime.templates, event_ids)
-        small = len(queued) <= DELIVERY_BATCH
-        claims = [
-            claim(runtime, db, channel, ids)
-            for channel, ids in _by_channel(queued).items()
-            if small and consumes(queue_for(channel))
-        ]
-    return queued, claims
+        by_channel = _by_channel(queued)
+        mine = [channel for channel in by_channel if consumes(queue_for(channel))]
+        if len(queued) > DELIVERY_BATCH or not mine:
+            return queued, None
+        return queued, claim(runtime, db, mine[0], by_channel[mine[0]])
 
 
 def _by_channel(queued: list[tuple[str, str]]) -> dict[str, list[str]]:

@@ -112,6 +112,32 @@ def test_a_slow_provider_is_never_sent_the_same_email_twice(faulty_hub: FaultyHu
     assert [len(faulty_hub.smtp.to(to)) for to in recipients] == [1] * 6
 
 
+def test_while_a_slow_email_batch_is_sent_its_events_sms_are_not_taken_over(
+    faulty_hub: FaultyHub,
+) -> None:
+    # Given the slow server above, and six events that each want an email and an SMS
+    faulty_hub.stop("worker")
+    faulty_hub.env["HUB_CHANNELS__EMAIL__POOL_SIZE"] = "1"
+    faulty_hub.start_worker(concurrency=2)
+    recipients = [address("slow") for _ in range(6)]
+
+    # When they arrive together: 9 s of sending email, longer than a lease
+    with faulty_hub.stack.client() as http:
+        batch = [
+            {"type": "user.registered", "data": user(to, phone=f"+1415555{n:04d}")}
+            for n, to in enumerate(recipients)
+        ]
+        answer = http.post("/v1/events:batch", json={"events": batch}).json()
+
+    # Then no SMS waits claimed behind the emails for the sweeper to send it a second time
+    for result in answer["results"]:
+        notifications = faulty_hub.stack.settled(result["id"], timeout_s=60)["notifications"]
+        assert sorted((n["channel"], n["status"], n["attempts"]) for n in notifications) == [
+            ("email", "sent", 1),
+            ("sms", "sent", 1),
+        ]
+
+
 def test_sends_are_stored_as_they_complete_so_a_killed_worker_resends_none_of_them(
     faulty_hub: FaultyHub,
 ) -> None:
