@@ -237,6 +237,29 @@ def test_while_the_probe_is_out_the_next_caller_is_told_to_wait(backend: Backend
     assert 0 < verdict.wait_s <= backend.open_for_s
 
 
+def test_a_probe_handed_back_unsent_goes_to_the_next_caller(backend: Backend) -> None:
+    # Given a caller that took the probe and then did not send it
+    open_and_wait_out(backend)
+    assert backend.breakers.allow(CIRCUIT, backend.open_for_s).decision == "probe"
+
+    # When it hands the probe back
+    backend.breakers.release_probe(CIRCUIT)
+
+    # Then the next caller probes at once, and the circuit is still half-open
+    assert backend.breakers.allow(CIRCUIT, backend.open_for_s).decision == "probe"
+    assert backend.breakers.state(CIRCUIT).state == "half_open"
+
+
+def test_handing_back_a_probe_never_reopens_a_closed_circuit_for_probing(backend: Backend) -> None:
+    # Given a closed circuit
+    # When a late caller hands back a probe it no longer needs
+    backend.breakers.release_probe(CIRCUIT)
+
+    # Then it is still closed
+    assert backend.breakers.state(CIRCUIT).state == "closed"
+    assert backend.breakers.allow(CIRCUIT, backend.open_for_s).decision == "closed"
+
+
 def test_a_probe_that_is_answered_closes_the_circuit(backend: Backend) -> None:
     # Given a caller holding the probe of a half-open circuit
     open_and_wait_out(backend)
@@ -504,6 +527,26 @@ def test_a_turn_past_its_retry_window_fails_while_every_circuit_is_open(
     assert "retry_window_exhausted" in old.reason
     assert old.retry_in_s is None
     assert fresh.status is NotificationStatus.WAITING
+
+
+def test_a_probe_whose_turn_was_held_back_is_handed_back(
+    settings: Settings, breakers: RecordingBreakers, clock: FakeClock
+) -> None:
+    # Given the primary is due a probe, the backup closed, and the probing
+    # turn then held back by a later middleware (a rate-limit wait)
+    open_circuit(breakers, "primary")
+    clock.now += OPEN_FOR_S
+    batch = batch_of(settings, make_turn(1))
+    circuit = CircuitBreaker(breakers)
+    circuit.before_send(batch)
+    assert batch.turns[0].providers == ["primary", "backup"]
+    batch.turns[0].decide(NotificationStatus.WAITING, "rate_limited", retry_in_s=1.0)
+
+    # When the batch's results are in, with nothing sent through the primary
+    circuit.after_send(batch)
+
+    # Then the next batch may probe the primary at once
+    assert breakers.allow(circuit_name("sms", "primary"), OPEN_FOR_S).decision == "probe"
 
 
 def test_after_send_counts_each_tried_providers_failures_and_answers(

@@ -53,5 +53,9 @@ class CircuitBreakers(ABC):
         """Count what came back: any answer closes the circuit; failures may open it."""
 
     @abstractmethod
+    def release_probe(self, name: str) -> None:
+        """Hand back a probe that was claimed and not sent: the next caller may probe."""
+
+    @abstractmethod
     def state(self, name: str) -> Circuit:
         """The circuit's state now (``closed`` for one never used)."""

@@ -58,6 +58,14 @@ return 0
 """
 )
 
+# KEYS[1]: the circuit's hash.
+_RELEASE_PROBE = """
+if redis.call('HGET', KEYS[1], 'state') == 'half_open' then
+  redis.call('HSET', KEYS[1], 'probe_until', 0)
+end
+return 0
+"""
+
 _DECISIONS: tuple[Literal["closed", "probe", "open"], ...] = ("closed", "probe", "open")
 
 
@@ -69,6 +77,7 @@ class RedisCircuitBreakers(CircuitBreakers):
         self._prefix = prefix
         self._allow = client.register_script(_ALLOW)
         self._record = client.register_script(_RECORD)
+        self._release_probe = client.register_script(_RELEASE_PROBE)
 
     @classmethod
     def from_url(cls, url: str) -> RedisCircuitBreakers:
@@ -80,6 +89,9 @@ class RedisCircuitBreakers(CircuitBreakers):
 
     def record(self, name: str, *, answered: int, failed: int, error: str, threshold: int) -> None:
         self._record(keys=[self._key(name)], args=[answered, failed, error[:500], threshold])
+
+    def release_probe(self, name: str) -> None:
+        self._release_probe(keys=[self._key(name)])
 
     def state(self, name: str) -> Circuit:
         fields: dict[bytes, bytes] = self._client.hgetall(self._key(name))  # type: ignore[assignment]

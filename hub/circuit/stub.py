@@ -57,6 +57,12 @@ class StubCircuitBreakers(CircuitBreakers):
                 ):
                     circuit.state, circuit.since, circuit.probe_until = "open", now, 0.0
 
+    def release_probe(self, name: str) -> None:
+        with self._lock:
+            circuit = self._circuits.setdefault(name, _Record())
+            if circuit.state == "half_open":
+                circuit.probe_until = 0.0
+
     def state(self, name: str) -> Circuit:
         with self._lock:
             circuit = self._circuits.get(name, _Record())

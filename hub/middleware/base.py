@@ -63,6 +63,8 @@ class Batch:
     turns: list[Turn] = field(default_factory=list)
     # Its turns come back at slots they reserved: the rate limit is already paid.
     reserved: bool = False
+    # Providers whose one half-open probe this batch holds (CircuitBreaker).
+    probes: set[str] = field(default_factory=set)
 
     def undecided(self) -> list[Turn]:
         return [turn for turn in self.turns if not turn.decided]

@@ -52,6 +52,7 @@ class CircuitBreaker(Middleware):
             usable.append(provider)
             if verdict.decision == "probe":
                 probes.add(provider)
+        batch.probes = probes
         for index, turn in enumerate(ready):
             turn.providers = [p for p in usable if index == 0 or p not in probes]
             if turn.providers:
@@ -79,6 +80,11 @@ class CircuitBreaker(Middleware):
                     failed[provider] = failed.get(provider, 0) + 1
                     errors[provider] = str(result)
         section = batch.settings.channels.of(batch.channel)
+        # A probe no turn went through (a later middleware held its turn back,
+        # or an earlier provider sent it) is handed back for the next batch,
+        # rather than keeping the circuit half-open for open_for.
+        for provider in batch.probes - answered.keys() - failed.keys():
+            self._breakers.release_probe(circuit_name(batch.channel, provider))
         for provider in answered.keys() | failed.keys():
             self._breakers.record(
                 circuit_name(batch.channel, provider),
