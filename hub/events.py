@@ -8,6 +8,7 @@ path with concurrent publishes grouped.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import re
 import time
@@ -18,9 +19,10 @@ from functools import cache
 from typing import Any
 
 import fastjsonschema
-from jsonschema import Draft202012Validator
+from email_validator import EmailNotValidError, validate_email
+from jsonschema import Draft202012Validator, FormatChecker
 from jsonschema.exceptions import SchemaError
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from hub.errors import BrokerUnavailable, ConfigError, EventError
 from hub.settings import EventType, get_settings
@@ -55,10 +57,12 @@ class Catalog:
             except SchemaError as exc:
                 raise ConfigError(f"events.{name}.schema: {exc.message}") from exc
             self._validators[name] = Draft202012Validator(
-                event_type.data_schema, format_checker=Draft202012Validator.FORMAT_CHECKER
+                event_type.data_schema, format_checker=_FORMATS
             )
             with suppress(fastjsonschema.JsonSchemaDefinitionException):
-                self._fast[name] = fastjsonschema.compile(event_type.data_schema)
+                self._fast[name] = fastjsonschema.compile(
+                    event_type.data_schema, formats={"email": is_email}
+                )
 
     @property
     def types(self) -> list[str]:
@@ -94,6 +98,26 @@ class Catalog:
             raise EventError(f"invalid {event_type} event: {fields}", errors)
 
 
+def is_email(value: Any) -> bool:
+    """Whether ``value`` is one email address (``format: email``); other types pass.
+
+    jsonschema's own check only looks for an ``@``, which let a recipient
+    carrying CR/LF and extra headers through.
+    """
+    if not isinstance(value, str):
+        return True
+    try:
+        validate_email(value, check_deliverability=False)
+    except EmailNotValidError:
+        return False
+    return True
+
+
+# jsonschema's formats with email replaced; its own FORMAT_CHECKER stays untouched.
+_FORMATS = FormatChecker(formats=list(FormatChecker.checkers))
+_FORMATS.checks("email")(is_email)
+
+
 @cache
 def catalog() -> Catalog:
     """The process's catalog, built from settings on first use."""
@@ -123,7 +147,10 @@ def publish(
     and the sweeper enqueues it once the broker is back.
     """
     event = _validated(event_type, data, idempotency_key)
-    return _store_and_enqueue([event], keep_if_broker_down=keep_if_broker_down)[0]
+    [answer] = _store_and_enqueue([event], keep_if_broker_down=keep_if_broker_down)
+    if isinstance(answer, EventError):
+        raise answer
+    return answer
 
 
 async def publish_together(
@@ -139,49 +166,82 @@ async def publish_together(
     return await _coalescer().submit(event)
 
 
-# Deeper data than any event needs; every worker must be able to decode what is accepted.
-MAX_DATA_DEPTH = 32
-
-
 def _validated(event_type: str, data: Any, idempotency_key: str | None) -> Event:
-    if _deeper_than(data, MAX_DATA_DEPTH):
-        raise EventError(
-            "event data nested too deep",
-            [
-                {
-                    "loc": ["data"],
-                    "msg": f"nested deeper than {MAX_DATA_DEPTH} levels of objects and arrays",
-                    "type": "limit_exceeded",
-                }
-            ],
-        )
+    """The event to store, or :class:`EventError` naming each field that is wrong.
+
+    What no store or worker can take is refused before the schema is checked
+    (the schema's messages quote values): NUL, lone surrogates, data nested
+    deeper than ``api.max_depth`` or strings over ``api.max_string_bytes``.
+    """
+    limits = get_settings().api
+    errors = _text_errors(["type"], event_type)
+    if idempotency_key is not None:
+        errors += _text_errors(["id"], idempotency_key, control=True)
+    errors += _data_errors(data, limits.max_depth, limits.max_string_bytes)
+    if errors:
+        fields = ", ".join(".".join(map(str, e["loc"])) for e in errors)
+        raise EventError(f"invalid event: {fields}", errors)
     catalog().validate(event_type, data)
     return Event(id=new_event_id(), type=event_type, data=data, idempotency_key=idempotency_key)
 
 
-def _deeper_than(data: Any, limit: int) -> bool:
-    """Whether objects and arrays in ``data`` nest deeper than ``limit`` (no recursion)."""
-    pending: list[tuple[Any, int]] = [(data, 1)]
+def _text_errors(loc: list[str | int], text: str, control: bool = False) -> list[dict[str, Any]]:
+    """Why ``text`` cannot be stored as it is: NUL, lone surrogates, control characters."""
+    if "\x00" in text:
+        return [_error(loc, "contains a NUL character (\\u0000)", "invalid_character")]
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return [_error(loc, "contains a lone surrogate (not valid Unicode)", "invalid_character")]
+    if control and any(ord(char) < 32 or ord(char) == 127 for char in text):
+        return [_error(loc, "contains a control character", "invalid_character")]
+    return []
+
+
+def _data_errors(data: Any, max_depth: int, max_string_bytes: int) -> list[dict[str, Any]]:
+    """The first problem with ``data`` that no store or worker could take (no recursion)."""
+    pending: list[tuple[Any, list[str | int]]] = [(data, ["data"])]
     while pending:
-        value, depth = pending.pop()
+        value, loc = pending.pop()
+        if isinstance(value, str):
+            if errors := _text_errors(loc, value):
+                return errors
+            if len(value) * 4 > max_string_bytes and len(value.encode()) > max_string_bytes:
+                message = f"longer than {max_string_bytes} bytes (api.max_string_bytes)"
+                return [_error(loc, message, "limit_exceeded")]
+            continue
         if isinstance(value, dict):
-            children = list(value.values())
+            children = list(value.items())
         elif isinstance(value, list):
-            children = value
+            children = list(enumerate(value))
         else:
             continue
-        if depth > limit:
-            return True
-        pending.extend((child, depth + 1) for child in children)
-    return False
+        # The data object itself is level 1.
+        if len(loc) > max_depth:
+            message = f"nested deeper than {max_depth} levels of objects and arrays (api.max_depth)"
+            return [_error(["data"], message, "limit_exceeded")]
+        for key, child in children:
+            if isinstance(key, str) and (errors := _text_errors([*loc, key], key)):
+                return errors
+            pending.append((child, [*loc, key]))
+    return []
 
 
-def _store_and_enqueue(events: list[Event], keep_if_broker_down: bool = False) -> list[Accepted]:
+def _error(loc: list[str | int], message: str, kind: str) -> dict[str, Any]:
+    return {"loc": loc, "msg": message, "type": kind}
+
+
+def _store_and_enqueue(
+    events: list[Event], keep_if_broker_down: bool = False
+) -> list[Accepted | EventError]:
     """Store events in one transaction and route them with few broker messages.
 
-    If the broker refuses, the new events are removed again (unless a worker
-    already began routing them, or ``keep_if_broker_down``: the sweeper then
-    enqueues them later) and :class:`BrokerUnavailable` raised.
+    Each event is answered: accepted, a duplicate of the first event with its
+    idempotency key, or an ``idempotency_conflict`` when that first event
+    said something else. If the broker refuses, the new events are removed
+    again (unless a worker already began routing them, or
+    ``keep_if_broker_down``: the sweeper then enqueues them later) and
+    :class:`BrokerUnavailable` raised.
     """
     url = get_settings().resolved_database_url
     with session(url) as db:
@@ -195,7 +255,40 @@ def _store_and_enqueue(events: list[Event], keep_if_broker_down: bool = False) -
         # the caller is told they were accepted, which is true either way.
         if not (keep_if_broker_down or exc.maybe_taken) and _forget(url, created):
             raise
-    return [Accepted(event.id, duplicate=not new) for event, new in stored]
+    return [_answer(event, first, new) for event, (first, new) in zip(events, stored, strict=True)]
+
+
+def _answer(event: Event, first: Event, new: bool) -> Accepted | EventError:
+    """A new event, a true duplicate of ``first``, or a conflict with it."""
+    if new:
+        return Accepted(first.id)
+    if _payload(first) == _payload(event):
+        return Accepted(first.id, duplicate=True)
+    return _conflict(event, first)
+
+
+def _payload(event: Event) -> str:
+    """What an idempotency key stands for: the event's type and data, canonically."""
+    return json.dumps([event.type, event.data], sort_keys=True, separators=(",", ":"))
+
+
+def _conflict(event: Event, first: Event) -> EventError:
+    message = (
+        f"id {event.idempotency_key!r} was already used by event {first.id} with a different "
+        "type or data; send a new id for a new event"
+    )
+    return EventError(message, [_error(["id"], message, "idempotency_conflict")])
+
+
+def _store_alone(events: list[Event]) -> list[Accepted | EventError | Exception]:
+    """Store each event in its own transaction: one the database refuses fails alone."""
+    answers: list[Accepted | EventError | Exception] = []
+    for event in events:
+        try:
+            answers += _store_and_enqueue([event])
+        except SQLAlchemyError as exc:
+            answers.append(exc)
+    return answers
 
 
 class _Coalescer:
@@ -243,16 +336,22 @@ class _Coalescer:
 
     @staticmethod
     async def _store(group: list[tuple[Event, asyncio.Future[Accepted]]]) -> None:
+        events = [event for event, _ in group]
+        answers: Sequence[Accepted | Exception]
         try:
-            answers = await asyncio.to_thread(_store_and_enqueue, [event for event, _ in group])
+            answers = await asyncio.to_thread(_store_and_enqueue, events)
+        except SQLAlchemyError as exc:
+            # One event the database refuses must not fail the others' requests.
+            answers = await asyncio.to_thread(_store_alone, events) if len(group) > 1 else [exc]
         except Exception as exc:
-            for _, answer in group:
-                if not answer.done():  # its caller may have gone (client disconnected)
-                    answer.set_exception(exc)
-        else:
-            for (_, answer), accepted in zip(group, answers, strict=True):
-                if not answer.done():
-                    answer.set_result(accepted)
+            answers = [exc] * len(group)
+        for (_, future), answer in zip(group, answers, strict=True):
+            if future.done():  # its caller may have gone (client disconnected)
+                continue
+            if isinstance(answer, Exception):
+                future.set_exception(answer)
+            else:
+                future.set_result(answer)
 
 
 @cache
@@ -298,5 +397,32 @@ def publish_many(incoming: Sequence[Incoming]) -> list[Accepted | EventError]:
             valid.append(_validated(item.type, item.data, item.idempotency_key))
         except EventError as exc:
             rejected[index] = exc
-    stored = iter(_store_and_enqueue(valid) if valid else [])
+    stored = iter(_store_valid(valid) if valid else [])
     return [rejected[i] if i in rejected else next(stored) for i in range(len(incoming))]
+
+
+def _store_valid(events: list[Event]) -> list[Accepted | EventError]:
+    """:func:`_store_and_enqueue`, falling back to one transaction per event on a database error.
+
+    Only when the database refuses every event alone is its error raised
+    (it is down, not refusing one event).
+    """
+    try:
+        return _store_and_enqueue(events)
+    except SQLAlchemyError:
+        if len(events) == 1:
+            raise
+    answers = _store_alone(events)
+    refused = [answer for answer in answers if isinstance(answer, SQLAlchemyError)]
+    if len(refused) == len(answers):
+        raise refused[0]
+    return [_refused(answer) if isinstance(answer, Exception) else answer for answer in answers]
+
+
+def _refused(exc: Exception) -> EventError:
+    if isinstance(exc, EventError):
+        return exc
+    # The driver's message only: the statement and its parameters hold event data.
+    cause = getattr(exc, "orig", None) or exc
+    message = f"the database refused this event: {type(cause).__name__}"
+    return EventError(message, [_error([], message, "store_error")])

@@ -14,15 +14,18 @@ def test_a_batch_reports_each_event_and_delivers_the_accepted_ones(
 ) -> None:
     good = [address() for _ in range(3)]
     key, earlier_key = f"b-{uuid.uuid4()}", f"b-{uuid.uuid4()}"
-    earlier = stack.publish("user.registered", user(address()), id=earlier_key)
+    earlier_data = user(address())
+    earlier = stack.publish("user.registered", earlier_data, id=earlier_key)
+    first = {"type": "user.registered", "data": user(good[0]), "id": key}
     batch = [
-        {"type": "user.registered", "data": user(good[0]), "id": key},
+        first,
         {"type": "user.registered", "data": user(good[1])},
         {"type": "user.registered", "data": {"user_id": "1", "name": "No Email"}},
         {"data": user(address())},
-        {"type": "user.registered", "data": user(address()), "id": key},
-        {"type": "user.registered", "data": user(address()), "id": earlier_key},
+        first,  # the same id and payload: a duplicate of item 0
+        {"type": "user.registered", "data": earlier_data, "id": earlier_key},
         {"type": "user.registered", "data": user(good[2])},
+        {"type": "user.registered", "data": user(address()), "id": key},  # another payload
     ]
 
     with stack.client() as http:
@@ -32,11 +35,15 @@ def test_a_batch_reports_each_event_and_delivers_the_accepted_ones(
     body = response.json()
     results = body["results"]
     assert [r["status"] for r in results] == [
-        "accepted", "accepted", "rejected", "rejected", "accepted", "accepted", "accepted"
+        "accepted", "accepted", "rejected", "rejected", "accepted", "accepted", "accepted",
+        "rejected",
     ]  # fmt: skip
-    assert (body["accepted"], body["rejected"]) == (5, 2)
+    assert (body["accepted"], body["rejected"]) == (5, 3)
     assert [e["loc"] for e in results[2]["errors"]] == [["body", "events", 2, "data", "email"]]
     assert [e["loc"] for e in results[3]["errors"]] == [["body", "events", 3, "type"]]
+    assert [(e["loc"], e["type"]) for e in results[7]["errors"]] == [
+        (["body", "events", 7, "id"], "idempotency_conflict")
+    ]
     assert results[4] == {**results[0], "index": 4, "duplicate": True}
     assert (results[5]["id"], results[5]["duplicate"]) == (earlier, True)
     smtp.wait_for(lambda sink: all(len(sink.to(to)) == 1 for to in good))

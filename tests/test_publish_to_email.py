@@ -65,13 +65,10 @@ def test_republishing_the_same_id_answers_the_first_event_and_sends_once(
     stack: Stack, smtp: SmtpSink
 ) -> None:
     to, key = address(), f"signup-{uuid.uuid4()}"
+    event = {"type": "user.registered", "id": key, "data": user(to)}
     with stack.client() as http:
-        first = http.post(
-            "/v1/events", json={"type": "user.registered", "id": key, "data": user(to)}
-        )
-        second = http.post(
-            "/v1/events", json={"type": "user.registered", "id": key, "data": user(to)}
-        )
+        first = http.post("/v1/events", json=event)
+        second = http.post("/v1/events", json=event)
 
     assert first.status_code == second.status_code == 202
     assert first.json() == {"id": first.json()["id"], "status": "accepted", "duplicate": False}

@@ -5,14 +5,21 @@ One module per resource; :func:`create_app` assembles them.
 
 from __future__ import annotations
 
+import json
+from typing import Any
+
 from fastapi import FastAPI, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import OperationalError
 
 from hub import __version__, events
-from hub.api.auth import authentication
+from hub.api.auth import Access
 from hub.api.callback_routes import add_callback_routes
 from hub.api.channel_routes import add_channel_routes
 from hub.api.event_routes import add_event_routes
+from hub.api.limits import RequestLimits
 from hub.api.notification_routes import add_notification_routes
 from hub.api.template_routes import add_template_routes
 from hub.circuit import circuit_breakers
@@ -35,28 +42,58 @@ def create_app() -> FastAPI:
         version=__version__,
         telemetry={"tracing": telemetry, "metrics": telemetry, "logs": telemetry},
     )
+    app.add_middleware(
+        RequestLimits,
+        max_body_bytes=settings.api.max_body_bytes,
+        max_batch_body_bytes=settings.api.max_batch_body_bytes,
+    )
     app.exception_handler(EventError)(_invalid_event)
+    app.exception_handler(RequestValidationError)(_invalid_request)
     app.exception_handler(BrokerUnavailable)(_broker_down)
+    app.exception_handler(OperationalError)(_database_down)
     app.exception_handler(InvalidFilter)(_invalid_filter)
 
     @app.get("/healthz")
     def healthz() -> dict[str, str]:
         return {"status": "ok", "version": __version__}
 
-    authenticated = authentication(settings.resolved_database_url)
-    add_event_routes(app, settings.resolved_database_url, authenticated)
-    add_notification_routes(app, settings, authenticated)
+    # Callbacks take no key: their provider signs them.
+    access = Access.from_settings(settings)
+    add_event_routes(app, settings.resolved_database_url, access)
+    add_notification_routes(app, settings, access)
     add_callback_routes(app, settings)
-    add_template_routes(app, settings, authenticated)
+    add_template_routes(app, settings, access)
     breakers = circuit_breakers(settings.rate_limit_redis_url)
-    add_channel_routes(app, settings, breakers, authenticated)
+    add_channel_routes(app, settings, breakers, access)
     return app
+
+
+class AsciiJSONResponse(JSONResponse):
+    """JSON with non-ASCII escaped: an error may quote input holding a lone surrogate,
+    which cannot be encoded as UTF-8 (the default response would fail with a 500)."""
+
+    def render(self, content: Any) -> bytes:
+        return json.dumps(content, ensure_ascii=True, separators=(",", ":")).encode()
 
 
 async def _invalid_event(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, EventError)
     detail = [{**error, "loc": ["body", *error["loc"]]} for error in exc.errors]
-    return JSONResponse({"detail": detail}, status_code=422)
+    return AsciiJSONResponse({"detail": detail}, status_code=422)
+
+
+async def _invalid_request(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    return AsciiJSONResponse({"detail": jsonable_encoder(exc.errors())}, status_code=422)
+
+
+async def _database_down(_: Request, exc: Exception) -> JSONResponse:
+    # A locked SQLite file or an unreachable PostgreSQL: nothing of this request was kept.
+    return JSONResponse(
+        {"detail": "the database is busy or unavailable; nothing was stored, retry later"},
+        status_code=503,
+        headers={"Retry-After": "5"},
+    )
 
 
 async def _invalid_filter(_: Request, exc: Exception) -> JSONResponse:

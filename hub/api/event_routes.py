@@ -4,15 +4,17 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from fastapi import Depends, FastAPI, HTTPException, status
+from fastapi import Depends, FastAPI, Header, HTTPException, status
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from hub import events
-from hub.api.auth import Authenticated
+from hub.api.auth import Access, check_publish, publish_refusal
 from hub.errors import EventError
+from hub.keys import Principal
+from hub.settings import get_settings
 from hub.store import events as stored_events
 from hub.store import notifications as stored_notifications
 from hub.store.db import session
@@ -32,12 +34,12 @@ class EventIn(BaseModel):
 
 
 class BatchIn(BaseModel):
-    """Up to 1,000 events; each is validated, stored and answered on its own."""
+    """Up to ``api.max_batch_items`` events; each is validated, stored and answered on its own."""
 
     model_config = ConfigDict(extra="forbid")
 
     # Items stay raw here so one malformed item is rejected alone, not the batch.
-    events: list[dict[str, Any]] = Field(min_length=1, max_length=1000)
+    events: list[dict[str, Any]] = Field(min_length=1)
 
 
 class BatchItemOut(BaseModel):
@@ -100,26 +102,37 @@ class EventOut(BaseModel):
     notifications: list[NotificationOut]
 
 
-def add_event_routes(app: FastAPI, database_url: str, authenticated: Authenticated) -> None:
+def add_event_routes(app: FastAPI, database_url: str, access: Access) -> None:
     @app.post(
         "/v1/events",
         status_code=status.HTTP_202_ACCEPTED,
-        dependencies=[Depends(authenticated)],
     )
-    async def publish(event: EventIn) -> AcceptedOut:
-        """Validate, store and enqueue an event; the same ``id`` twice yields the first event."""
-        accepted = await events.publish_together(event.type, event.data, event.id)
+    async def publish(
+        event: EventIn,
+        principal: Annotated[Principal, Depends(access.publisher)],
+        idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
+    ) -> AcceptedOut:
+        """Validate, store and enqueue an event; the same ``id`` twice yields the first event.
+
+        The ``Idempotency-Key`` header is another way to send ``id``; the same
+        id with a different type or data is a 422 ``idempotency_conflict``.
+        """
+        check_publish(principal, event.type)
+        key = _idempotency_key(event.id, idempotency_key)
+        accepted = await events.publish_together(event.type, event.data, key)
         return AcceptedOut(id=accepted.id, duplicate=accepted.duplicate)
 
     @app.post(
         "/v1/events:batch",
         status_code=status.HTTP_202_ACCEPTED,
         response_model=BatchOut,
-        dependencies=[Depends(authenticated)],
         responses={422: {"model": BatchOut, "description": "every event was rejected"}},
     )
-    def publish_batch(batch: BatchIn) -> BatchOut | JSONResponse:
+    def publish_batch(
+        batch: BatchIn, principal: Annotated[Principal, Depends(access.publisher)]
+    ) -> BatchOut | JSONResponse:
         """Publish many events at once; the answer holds one result per event, in order."""
+        _check_batch_size(len(batch.events))
         results: list[BatchItemOut | None] = [None] * len(batch.events)
         incoming: list[tuple[int, events.Incoming]] = []
         for index, raw in enumerate(batch.events):
@@ -130,6 +143,7 @@ def add_event_routes(app: FastAPI, database_url: str, authenticated: Authenticat
                 results[index] = BatchItemOut(index=index, status="rejected", errors=errors)
                 continue
             incoming.append((index, events.Incoming(item.type, item.data, item.id)))
+        incoming = _publishable(principal, incoming, results)
         answers = events.publish_many([item for _, item in incoming])
         for (index, _), answer in zip(incoming, answers, strict=True):
             if isinstance(answer, EventError):
@@ -146,7 +160,7 @@ def add_event_routes(app: FastAPI, database_url: str, authenticated: Authenticat
             return JSONResponse(out.model_dump(), status_code=422)
         return out
 
-    @app.get("/v1/events/{event_id}", dependencies=[Depends(authenticated)])
+    @app.get("/v1/events/{event_id}", dependencies=[Depends(access.read)])
     def show_event(event_id: str) -> EventOut:
         """The event and every notification it produced, with their attempts."""
         with session(database_url) as db:
@@ -157,6 +171,44 @@ def add_event_routes(app: FastAPI, database_url: str, authenticated: Authenticat
             notifications = stored_notifications.notifications_of(db, event_id)
             attempts = stored_notifications.attempts_of(db, [n.id for n in notifications])
         return _event_out(event, data, notifications, attempts)
+
+
+def _check_batch_size(items: int) -> None:
+    most = get_settings().api.max_batch_items
+    if items > most:
+        message = f"more than {most} events in one batch (api.max_batch_items)"
+        raise EventError(message, [{"loc": ["events"], "msg": message, "type": "limit_exceeded"}])
+
+
+def _idempotency_key(body_id: str | None, header: str | None) -> str | None:
+    """The publish's idempotency key: the body's ``id`` or the header, which must agree."""
+    if header is not None and body_id is not None and header != body_id:
+        message = "the Idempotency-Key header and the body's id differ; send one of them"
+        raise EventError(message, [{"loc": ["id"], "msg": message, "type": "idempotency_conflict"}])
+    if header is not None and not 1 <= len(header) <= 200:
+        message = "the Idempotency-Key header must be 1 to 200 characters"
+        raise EventError(message, [{"loc": ["id"], "msg": message, "type": "string_too_long"}])
+    return body_id if body_id is not None else header
+
+
+def _publishable(
+    principal: Principal,
+    incoming: list[tuple[int, events.Incoming]],
+    results: list[BatchItemOut | None],
+) -> list[tuple[int, events.Incoming]]:
+    """The items ``principal`` may publish; the others are rejected in ``results``, alone."""
+    allowed = []
+    for index, item in incoming:
+        if principal.may_publish(item.type):
+            allowed.append((index, item))
+            continue
+        error = {
+            "type": "forbidden",
+            "loc": ["body", "events", index, "type"],
+            "msg": publish_refusal(principal, item.type),
+        }
+        results[index] = BatchItemOut(index=index, status="rejected", errors=[error])
+    return allowed
 
 
 def _item_error(index: int, error: Any) -> dict[str, Any]:

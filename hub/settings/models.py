@@ -37,6 +37,26 @@ class ApiSettings(_Strict):
     access_log: bool = False
     # FastAPI's native OpenTelemetry spans and metrics, for the global providers.
     opentelemetry: bool = False
+    # Limits on what a request may carry, checked before the body is parsed
+    # (sizes before it is read at all), so no request can exhaust memory.
+    max_body_bytes: int = Field(1024 * 1024, ge=1024)
+    max_batch_body_bytes: int = Field(16 * 1024 * 1024, ge=1024)
+    max_batch_items: int = Field(1000, ge=1, le=10_000)
+    max_depth: int = Field(32, ge=2, le=200)
+    max_string_bytes: int = Field(64 * 1024, ge=16)
+    # Requests per API key, e.g. "100/s": that many at once, then evenly
+    # spread; over it gets 429. Shared through Redis; empty: no limit.
+    rate_limit_per_key: str = ""
+
+    @field_validator("rate_limit_per_key")
+    @classmethod
+    def _valid_rate_per_key(cls, value: str) -> str:
+        if value:
+            try:
+                Rate.parse(value)
+            except ConfigError as exc:
+                raise ValueError(str(exc)) from None
+        return value
 
 
 class DeliverySettings(_Strict):

@@ -89,8 +89,10 @@ def add_events(db: Session, events: Sequence[Event]) -> list[tuple[Event, bool]]
             if new:
                 db.execute(insert(EVENTS), [_event_row(event) for event in new])
     except IntegrityError:
-        # A concurrent publish took one of the keys: settle them one by one.
-        return [add_event(db, event) if created else (event, False) for event, created in results]
+        # A concurrent publish took one of the keys: settle each event against
+        # what is stored now, so a repeated key is answered with the event
+        # actually stored, whichever publish stored it.
+        return [add_event(db, event) for event in events]
     return results
 
 
