@@ -1,1 +1,1 @@
-"""Hostile input and access: every case gets a clear 4xx or a clear failure, and the hub keeps serving."""
+"""Hostile input and access: each case gets a clear 4xx or failure; the hub keeps serving."""

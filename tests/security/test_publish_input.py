@@ -103,7 +103,13 @@ def test_the_same_id_with_another_payload_is_a_conflict(stack: Stack, change: st
         other["data"] = {**data, "name": "Someone Else"}
     else:
         other["type"] = "task.failed"
-        other["data"] = {"service": "s", "task_name": "t", "task_id": "1", "exception": "E", "message": "m"}
+        other["data"] = {
+            "service": "s",
+            "task_name": "t",
+            "task_id": "1",
+            "exception": "E",
+            "message": "m",
+        }
     with stack.client() as http:
         assert http.post("/v1/events", json=first).status_code == 202
         error = _only_error(http.post("/v1/events", json=other))
@@ -150,7 +156,9 @@ def test_repeated_ids_in_a_batch_racing_a_publish_are_answered_with_the_stored_e
 
 def test_one_bad_item_in_a_batch_is_rejected_alone(stack: Stack) -> None:
     good = [{"type": "user.registered", "data": user(address("good"))} for _ in range(2)]
-    text = json.dumps({"events": [good[0], {"type": "user.registered", "id": "x", "data": {}}, good[1]]})
+    text = json.dumps(
+        {"events": [good[0], {"type": "user.registered", "id": "x", "data": {}}, good[1]]}
+    )
     text = text.replace('"id": "x"', r'"id": "bad\u0000id"')
 
     response = _post(stack, text, "/v1/events:batch")

@@ -27,7 +27,9 @@ def _post_raw(stack: Stack, path: str, body: bytes | Iterator[bytes], key: str |
     if key:
         headers["Authorization"] = f"Bearer {key}"
     try:
-        return httpx.post(f"{stack.base_url}{path}", content=body, headers=headers, timeout=60).status_code
+        return httpx.post(
+            f"{stack.base_url}{path}", content=body, headers=headers, timeout=60
+        ).status_code
     except (httpx.RemoteProtocolError, httpx.WriteError, httpx.ReadError):
         return 0
 
