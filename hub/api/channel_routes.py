@@ -8,7 +8,7 @@ from typing import Literal
 from fastapi import Depends, FastAPI
 from pydantic import BaseModel
 
-from hub.api.auth import Authenticated
+from hub.api.auth import Access
 from hub.circuit import CircuitBreakers
 from hub.middleware.circuit import circuit_name
 from hub.settings import Settings
@@ -31,9 +31,9 @@ class ChannelList(BaseModel):
 
 
 def add_channel_routes(
-    app: FastAPI, settings: Settings, breakers: CircuitBreakers, authenticated: Authenticated
+    app: FastAPI, settings: Settings, breakers: CircuitBreakers, access: Access
 ) -> None:
-    @app.get("/v1/channels", dependencies=[Depends(authenticated)])
+    @app.get("/v1/channels", dependencies=[Depends(access.read)])
     def list_channels() -> ChannelList:
         """Each channel provider's circuit, since when, its last error and what waits on it."""
         with session(settings.resolved_database_url) as db:

@@ -107,9 +107,11 @@ def add_event_routes(app: FastAPI, database_url: str, access: Access) -> None:
         "/v1/events",
         status_code=status.HTTP_202_ACCEPTED,
     )
+    # The key's holder comes in as a default: FastAPI resolves these (PEP 563)
+    # annotations among the module's globals, where there is no `access`.
     async def publish(
         event: EventIn,
-        principal: Annotated[Principal, Depends(access.publisher)],
+        principal: Principal = Depends(access.publisher),  # noqa: B008
         idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
     ) -> AcceptedOut:
         """Validate, store and enqueue an event; the same ``id`` twice yields the first event.
@@ -129,7 +131,8 @@ def add_event_routes(app: FastAPI, database_url: str, access: Access) -> None:
         responses={422: {"model": BatchOut, "description": "every event was rejected"}},
     )
     def publish_batch(
-        batch: BatchIn, principal: Annotated[Principal, Depends(access.publisher)]
+        batch: BatchIn,
+        principal: Principal = Depends(access.publisher),  # noqa: B008
     ) -> BatchOut | JSONResponse:
         """Publish many events at once; the answer holds one result per event, in order."""
         _check_batch_size(len(batch.events))

@@ -9,7 +9,7 @@ from fastapi import Depends, FastAPI, HTTPException, Query, status
 from pydantic import BaseModel, ConfigDict, Field
 
 from hub import notifications
-from hub.api.auth import Authenticated
+from hub.api.auth import Access
 from hub.settings import Settings
 
 
@@ -39,12 +39,8 @@ class Requeued(BaseModel):
     requeued: list[str]
 
 
-def add_notification_routes(
-    app: FastAPI, settings: Settings, authenticated: Authenticated
-) -> None:
-    auth = [Depends(authenticated)]
-
-    @app.get("/v1/notifications", dependencies=auth)
+def add_notification_routes(app: FastAPI, settings: Settings, access: Access) -> None:
+    @app.get("/v1/notifications", dependencies=[Depends(access.read)])
     def list_notifications(
         statuses: Annotated[list[str] | None, Query(alias="status")] = None,
         channel: str | None = None,
@@ -61,7 +57,11 @@ def add_notification_routes(
         )
         return [NotificationSummary.model_validate(n, from_attributes=True) for n in found]
 
-    @app.post("/v1/notifications/{notification_id}/retry", status_code=202, dependencies=auth)
+    @app.post(
+        "/v1/notifications/{notification_id}/retry",
+        status_code=202,
+        dependencies=[Depends(access.admin)],
+    )
     def retry_one(notification_id: str) -> Requeued:
         """Send a failed, unknown or undelivered notification again, with fresh attempts."""
         requeued = notifications.retry(settings, ids=[notification_id])
@@ -72,7 +72,7 @@ def add_notification_routes(
             )
         return Requeued(requeued=requeued)
 
-    @app.post("/v1/notifications:retry", status_code=202, dependencies=auth)
+    @app.post("/v1/notifications:retry", status_code=202, dependencies=[Depends(access.admin)])
     def retry_many(selection: RetryFilter) -> Requeued:
         """Bulk retry of the dead letters matching a filter."""
         requeued = notifications.retry(

@@ -7,7 +7,7 @@ from typing import Any
 from fastapi import Depends, FastAPI, HTTPException, status
 from pydantic import BaseModel, ConfigDict, Field
 
-from hub.api.auth import Authenticated
+from hub.api.auth import Access
 from hub.errors import TemplateError
 from hub.settings import Settings
 from hub.templates import Templates
@@ -30,12 +30,10 @@ class PreviewOut(BaseModel):
     details: dict[str, str | int] = Field(description="e.g. SMS encoding and segments")
 
 
-def add_template_routes(
-    app: FastAPI, settings: Settings, authenticated: Authenticated
-) -> None:
+def add_template_routes(app: FastAPI, settings: Settings, access: Access) -> None:
     templates = Templates(settings.all_template_dirs)
 
-    @app.post("/v1/templates/{name}/preview", dependencies=[Depends(authenticated)])
+    @app.post("/v1/templates/{name}/preview", dependencies=[Depends(access.admin)])
     def preview(name: str, sample: PreviewIn) -> PreviewOut:
         """Render a template with sample data; SMS previews include the segment count."""
         channel = settings.channel_classes.get(sample.channel)

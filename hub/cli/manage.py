@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from datetime import UTC, datetime
 from typing import Annotated
 
 import typer
@@ -14,10 +15,11 @@ from hub.errors import (
     BrokerUnavailable,
     ConfigError,
     EventError,
+    InputError,
     InvalidFilter,
-    NameTaken,
     TemplateError,
 )
+from hub.settings import parse_duration
 
 keys_cli = typer.Typer(help="Manage API keys.", no_args_is_help=True)
 db_cli = typer.Typer(help="Manage the store's schema.", no_args_is_help=True)
@@ -50,19 +52,96 @@ def publish(
 @keys_cli.command("create")
 def keys_create(
     name: Annotated[str, typer.Argument(help="A name to recognise the key by")],
+    scope: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Repeatable: admin, read or publish:<glob> (e.g. publish:user.*) "
+            "[default: publish:* and read]"
+        ),
+    ] = None,
+    expires: Annotated[str | None, typer.Option(help="Lifetime, e.g. 90d or 12h")] = None,
+    allow_ip: Annotated[
+        list[str] | None,
+        typer.Option(help="Repeatable: a network the key may be used from, e.g. 10.0.0.0/8"),
+    ] = None,
 ) -> None:
     """Create an API key and print it once; only its hash is stored."""
     from hub import keys
-    from hub.store.db import migrate
 
-    settings = settings_or_fail()
-    migrate(settings.resolved_database_url)
     try:
-        key = keys.create_key(settings.resolved_database_url, name)
-    except NameTaken as exc:
+        expires_in_s = None if expires is None else parse_duration(expires, "--expires")
+    except ValueError as exc:
+        raise fail(str(exc)) from None
+    url = _migrated_store()
+    try:
+        key = keys.create_key(
+            url,
+            name,
+            scope or keys.DEFAULT_SCOPES,
+            expires_in_s=expires_in_s,
+            networks=allow_ip or (),
+        )
+    except InputError as exc:
         raise fail(str(exc)) from None
     typer.echo(key)
     typer.echo(f"API key {name!r} created; store it now, it is not shown again.", err=True)
+
+
+@keys_cli.command("list")
+def keys_list() -> None:
+    """Every key with its scopes, creation, expiry and revocation; never the key itself."""
+    from hub import keys
+
+    rows = [("NAME", "SCOPES", "CREATED", "EXPIRES", "REVOKED", "NETWORKS")]
+    for key in keys.list_keys(_migrated_store()):
+        networks = "any" if key.networks is None else ",".join(map(str, key.networks))
+        times = (_moment(key.created_at), _moment(key.expires_at), _moment(key.revoked_at))
+        rows.append((key.name, " ".join(key.scopes), *times, networks))
+    widths = [max(len(cell) for cell in column) for column in zip(*rows, strict=True)]
+    for row in rows:
+        typer.echo("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+
+
+@keys_cli.command("revoke")
+def keys_revoke(name: Annotated[str, typer.Argument(help="The key's name")]) -> None:
+    """Revoke a key; every API process refuses it within 5 seconds."""
+    from hub import keys
+
+    try:
+        keys.revoke_key(_migrated_store(), name)
+    except InputError as exc:
+        raise fail(str(exc)) from None
+    typer.echo(f"API key {name!r} revoked.", err=True)
+
+
+@keys_cli.command("rotate")
+def keys_rotate(name: Annotated[str, typer.Argument(help="The key's name")]) -> None:
+    """Revoke a key and print its successor once: same name, scopes and lifetime."""
+    from hub import keys
+
+    try:
+        key = keys.rotate_key(_migrated_store(), name)
+    except InputError as exc:
+        raise fail(str(exc)) from None
+    typer.echo(key)
+    typer.echo(
+        f"API key {name!r} rotated: the old key is revoked; store the new one now, "
+        "it is not shown again.",
+        err=True,
+    )
+
+
+def _migrated_store() -> str:
+    """The store's URL, its schema brought up to date (keys are often made before `hub up`)."""
+    from hub.store.db import migrate
+
+    url = settings_or_fail().resolved_database_url
+    migrate(url)
+    return url
+
+
+def _moment(at: datetime | None) -> str:
+    return "-" if at is None else at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 @notifications_cli.command("list")

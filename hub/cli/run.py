@@ -26,7 +26,7 @@ def _dev_key(settings: Settings) -> str:
     url = settings.resolved_database_url
     if path.exists() and keys.is_valid(url, key := path.read_text().strip()):
         return key
-    key = keys.create_key(url, f"dev-{int(time.time())}")
+    key = keys.create_key(url, f"dev-{int(time.time())}", scopes=[keys.ADMIN])
     path.write_text(key + "\n")
     path.chmod(0o600)
     return key
