@@ -22,6 +22,7 @@ from urllib.parse import parse_qs, quote, urlsplit
 from pydantic import Field, SecretStr
 
 from hub.channels.base import Channel, Message, Receipt
+from hub.channels.http import check_target
 from hub.errors import ConfigError, PermanentError, TransientError
 from hub.settings import ChannelSettings
 
@@ -29,6 +30,8 @@ if TYPE_CHECKING:
     import apprise as apprise_lib
 
 CHANNEL = "apprise"
+# Apprise services that post to the URL's own host (the others name a vendor's API).
+HTTP_SCHEMES = frozenset({"json", "jsons", "xml", "xmls", "form", "forms"})
 # Stands in a URL for the message's recipient.
 RECIPIENT = "{recipient}"
 # A recipient to check that a URL with RECIPIENT is one Apprise can use.
@@ -99,6 +102,16 @@ class AppriseChannel(Channel[AppriseSettings]):
                 )
             if RECIPIENT not in url:
                 self.apprise.add(service)
+        await self._check_targets(at_start=True)
+
+    async def _check_targets(self, *, at_start: bool) -> None:
+        """Apprise's HTTP services post to a host of the URL: it must be public unless allowed."""
+        if self.allow_private_targets:
+            return
+        for index, url in enumerate(self.urls):
+            if urlsplit(url).scheme in HTTP_SCHEMES:
+                key = f"channels.apprise.urls[{index}]"
+                await check_target(url, key, CHANNEL, at_start=at_start)
 
     def _service(self, url: str) -> apprise_lib.NotifyBase | None:
         apprise = _import_apprise()
@@ -142,6 +155,7 @@ class AppriseChannel(Channel[AppriseSettings]):
         return content, Receipt(f"apprise-{message.notification_id}")
 
     async def _send(self, message: Message) -> Receipt:
+        await self._check_targets(at_start=False)
         targets = self._targets(message.recipient)
         title = message.subject or message.event_type
         options: dict[str, Any] = {

@@ -96,6 +96,9 @@ class Channel(ABC, Generic[SettingsT]):
     # How many sends of a batch may be in flight at once. (A default rate
     # limit is the ``rate_limit`` default of the channel's settings model.)
     concurrency: int = 8
+    # Whether targets on private, loopback or link-local addresses may be
+    # reached; the runtime sets it from outbound.allow_private_targets.
+    allow_private_targets: bool = True
 
     def __init__(self, settings: SettingsT, outbox_dir: Path) -> None:
         self.settings = settings

@@ -14,6 +14,8 @@ unsupported URL scheme                :class:`PermanentError`
 
 from __future__ import annotations
 
+import asyncio
+import ipaddress
 import re
 from abc import abstractmethod
 from collections.abc import Mapping
@@ -60,6 +62,46 @@ def check_url(url: str, key: str) -> None:
         raise ConfigError(f"{key}: not a valid URL: {exc}") from exc
     if parsed.scheme not in ("http", "https") or not parsed.host:
         raise ConfigError(f"{key}: must be an http:// or https:// URL with a host")
+
+
+async def private_address(host: str) -> str | None:
+    """The first private, loopback, link-local or otherwise non-public address of ``host``.
+
+    Raises :class:`OSError` when the name does not resolve.
+    """
+    try:
+        addresses = [ipaddress.ip_address(host.strip("[]"))]
+    except ValueError:
+        infos = await asyncio.get_running_loop().getaddrinfo(host, None)
+        addresses = [ipaddress.ip_address(info[4][0]) for info in infos]
+    return next((str(address) for address in addresses if not address.is_global), None)
+
+
+async def check_target(url: str, key: str, channel: str, *, at_start: bool) -> None:
+    """Refuse a URL whose host is not a public address (outbound.allow_private_targets off).
+
+    At start-up a refusal is a :class:`ConfigError` and a name that does not
+    resolve yet is let through; at a send they are a permanent and a
+    transient failure. The client resolves the name again when it connects,
+    so this narrows what a target can reach rather than pinning it.
+    """
+    host = httpx.URL(url).host
+    try:
+        private = await private_address(host)
+    except OSError as exc:
+        if at_start:
+            return
+        message = f"{key}: cannot resolve the target's host: {exc}"
+        raise TransientError(message, channel=channel) from exc
+    if private is None:
+        return
+    message = (
+        f"{key}: the target resolves to the non-public address {private}; "
+        "set outbound.allow_private_targets = true to allow it"
+    )
+    if at_start:
+        raise ConfigError(message)
+    raise PermanentError(message, channel=channel)
 
 
 def parse_retry_after(value: str | None, now: datetime | None = None) -> float | None:
@@ -152,6 +194,8 @@ class HttpChannel(Channel[HttpSettingsT]):
 
     async def _start(self) -> None:
         check_url(self.url, self.url_key)
+        if not self.allow_private_targets:
+            await check_target(self.url, self.url_key, self.name, at_start=True)
         self.client = new_client(self.settings.timeout_s)
 
     async def _close(self) -> None:
@@ -162,4 +206,6 @@ class HttpChannel(Channel[HttpSettingsT]):
     async def post_body(self, content: bytes, headers: Mapping[str, str]) -> httpx.Response:
         """One POST of ``content`` to the URL, failures classified."""
         assert self.client is not None, "started by send()"
+        if not self.allow_private_targets:
+            await check_target(self.url, self.url_key, self.name, at_start=False)
         return await post(self.client, self.name, self.url, content, headers)

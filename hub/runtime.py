@@ -34,13 +34,14 @@ T = TypeVar("T")
 def build_providers(settings: Settings) -> dict[str, dict[str, Channel[Any]]]:
     """Every channel, one instance per provider in order; unconfigured ones write to the outbox."""
     outbox = settings.var_dir / "outbox"
-    return {
-        name: {
-            provider.name: settings.channels.kind_of(name, provider)(provider, outbox / name)
-            for provider in settings.channels.of(name).all_providers
-        }
-        for name in settings.channel_classes
-    }
+    providers: dict[str, dict[str, Channel[Any]]] = {}
+    for name in settings.channel_classes:
+        providers[name] = {}
+        for provider in settings.channels.of(name).all_providers:
+            channel = settings.channels.kind_of(name, provider)(provider, outbox / name)
+            channel.allow_private_targets = settings.outbound.allow_private_targets
+            providers[name][provider.name] = channel
+    return providers
 
 
 class Runtime:

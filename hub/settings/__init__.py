@@ -38,6 +38,7 @@ from hub.settings.models import (
     ChannelsSettings,
     DeliverySettings,
     EventType,
+    OutboundSettings,
     Subscription,
     section_model,
 )
@@ -59,6 +60,7 @@ __all__ = [
     "ChannelSettings",
     "ChannelsSettings",
     "DeliverySettings",
+    "OutboundSettings",
     "EventType",
     "Rate",
     "Settings",
@@ -91,6 +93,7 @@ class Settings(BaseSettings):
     extra_channels: list[str] = Field(default_factory=list)
     api: ApiSettings = ApiSettings()
     delivery: DeliverySettings = DeliverySettings()
+    outbound: OutboundSettings = OutboundSettings()
     channels: ChannelsSettings = ChannelsSettings()
     events: dict[str, EventType] = Field(default_factory=dict)
     subscriptions: list[Subscription] = Field(default_factory=list)

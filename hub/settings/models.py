@@ -59,6 +59,16 @@ class ApiSettings(_Strict):
         return value
 
 
+class OutboundSettings(_Strict):
+    """Where the hub may send: the webhook, Slack and Apprise targets of settings."""
+
+    # Private, loopback and link-local targets are allowed by default so a
+    # laptop, the tests and Mailpit work; a production hub turns this off, so
+    # a target can never reach the hub's own network (checked at start-up
+    # and again at each send, after DNS).
+    allow_private_targets: bool = True
+
+
 class DeliverySettings(_Strict):
     """Retry policy shared by every channel."""
 
