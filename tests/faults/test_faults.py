@@ -318,7 +318,12 @@ def test_four_workers_sharing_a_10_per_second_limit_never_exceed_it() -> None:
     result = run(workers=4, rate="10/s", count=200)
 
     assert result.received == 200
-    # Never faster than the limit plus its one-token burst, however the four
-    # processes interleave (a slow machine only lowers the count). The total
-    # time is reported by `python -m bench.ratelimit`, never asserted here.
-    assert result.max_in_any_1s_window <= 11
+    # The limiter grants at most the limit plus its one-token burst in any
+    # second (tests/test_ratelimit.py checks the grants exactly, across
+    # processes). Here the receiver's clock is used: a send that leaves late
+    # (a busy 2-core machine) lands beside the next second's on-time ones, so
+    # one arrival beyond limit + burst is scheduling, not the limiter. Over
+    # the whole run the rate cannot be beaten: 200 sends, 11 of them free,
+    # take at least 18.9 s at 10/s, whatever the jitter at either end.
+    assert result.max_in_any_1s_window <= 11 + 1
+    assert result.first_to_last_s >= (200 - 11) / 10 - 1
