@@ -324,6 +324,6 @@ def test_four_workers_sharing_a_10_per_second_limit_never_exceed_it() -> None:
     # (a busy 2-core machine) lands beside the next second's on-time ones, so
     # one arrival beyond limit + burst is scheduling, not the limiter. Over
     # the whole run the rate cannot be beaten: 200 sends, 11 of them free,
-    # take at least 18.9 s at 10/s, whatever the jitter at either end.
+    # take at least 18.9 s at 10/s (less a second of jitter at the ends).
     assert result.max_in_any_1s_window <= 11 + 1
     assert result.first_to_last_s >= (200 - 11) / 10 - 1
