@@ -147,7 +147,7 @@ def transport_error(channel: str, exc: httpx.TransportError) -> TransientError |
     # A read timeout, a reset or a half-sent reply may come after the receiver
     # acted on the request, so in general the outcome is unknown. These
     # channels still call it transient: webhook receivers dedupe by the
-    # X-Hub-Delivery id, and for an alert a rare duplicate (Slack does not
+    # signed body's notification_id, and for an alert a rare duplicate (Slack does not
     # dedupe) costs far less than an alert lost because nobody retried it.
     return TransientError(f"{type(exc).__name__}: {exc}".rstrip(": "), channel=channel)
 

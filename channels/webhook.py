@@ -7,9 +7,9 @@ are both signed and sent::
      "subject":"Task failed","text":"..."}
 
 Headers: ``Content-Type: application/json``, ``X-Hub-Delivery: <notification
-id>`` (the same on every retry, for receivers to dedupe), ``User-Agent:
-hub/<version>`` and, when a secret is set, ``X-Hub-Signature`` (see
-:mod:`hub.webhooks`). With no URL configured, the request it would send is
+id>`` (the same on every retry, for logs; receivers dedupe on the signed
+body's ``notification_id``), ``User-Agent: hub/<version>`` and, when a secret
+is set, ``X-Hub-Signature`` (see :mod:`hub.webhooks`). With no URL configured, the request it would send is
 written to the outbox as an ``.http`` file instead.
 """
 

@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 
 import redis
 
-from hub import events
+from hub import events, logs
 from hub.channels.base import Channel
 from hub.circuit import circuit_breakers
 from hub.errors import ConfigError
@@ -53,6 +53,7 @@ class Runtime:
 
     def __init__(self, settings: Settings, publish: Publish) -> None:
         self.settings = settings
+        logs.configure(settings.logging.redact, settings)
         self.templates = Templates(settings.all_template_dirs)
         check_subscriptions(settings, self.templates)
         self.providers = build_providers(settings)

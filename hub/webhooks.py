@@ -10,8 +10,10 @@ with a fresh ``t``. While a secret is being rotated a header may carry several
 ``v1=`` values; one match is enough.
 
 A receiver verifies the exact bytes it was sent (before parsing them), then
-drops deliveries it has already seen by their ``X-Hub-Delivery`` id, since the
-hub delivers at least once::
+drops deliveries it has already seen by the body's ``notification_id``, since
+the hub delivers at least once. Deduplicate on the body, which the signature
+covers, never on the ``X-Hub-Delivery`` header (the same id, but unsigned: a
+forger replaying a signed body under a new header would get it handled twice)::
 
     from fastapi import FastAPI, HTTPException, Request
     from hub.webhooks import InvalidSignature, verify
@@ -25,10 +27,10 @@ hub delivers at least once::
             verify(SECRET, body, request.headers.get("X-Hub-Signature", ""))
         except InvalidSignature as exc:
             raise HTTPException(400, str(exc)) from exc
-        delivery = request.headers["X-Hub-Delivery"]
-        if not already_handled(delivery):
-            handle(json.loads(body))
-        return {"id": delivery}
+        payload = json.loads(body)
+        if not already_handled(payload["notification_id"]):
+            handle(payload)
+        return {"id": payload["notification_id"]}
 """
 
 from __future__ import annotations

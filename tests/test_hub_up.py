@@ -79,6 +79,12 @@ def test_hub_up_delivers_to_the_outbox_and_leaves_no_process_behind(tmp_path: Pa
         event = httpx.get(f"{base}/v1/events/{event_id}", headers=auth).json()
         assert [n["status"] for n in event["notifications"]] == ["sent"]
         assert (tmp_path / "var" / "redis" / "appendonly.aof").stat().st_size > 0
+        # What holds addresses and secrets is readable by its owner only.
+        var = tmp_path / "var"
+        for private in (var, var / "redis", outbox):
+            assert private.stat().st_mode & 0o777 == 0o700, private
+        for private in (var / "hub.db", var / "dev-api-key", eml, var / "redis" / "appendonly.aof"):
+            assert private.stat().st_mode & 0o777 == 0o600, private
         assert f"broker   redis://127.0.0.1:{redis_port}/0" in "".join(output.lines)
 
         second = subprocess.run(

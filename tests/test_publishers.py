@@ -32,9 +32,10 @@ def test_send_task_with_the_same_id_twice_sends_once(stack: Stack, smtp: SmtpSin
     foreign = Celery("shop", broker=stack.env["HUB_BROKER_URL"])
     marker = address("marker")
 
+    data = user(to)
     for _ in range(2):
         foreign.send_task(
-            "hub.publish", kwargs={"type": "user.registered", "data": user(to), "id": key}
+            "hub.publish", kwargs={"type": "user.registered", "data": data, "id": key}
         )
     # Published after the duplicates on the same queue, so once it has arrived
     # both duplicates have been handled too.

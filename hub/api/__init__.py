@@ -14,7 +14,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import OperationalError
 
-from hub import __version__, events
+from hub import __version__, events, logs
 from hub.api.auth import Access
 from hub.api.callback_routes import add_callback_routes
 from hub.api.channel_routes import add_channel_routes
@@ -31,6 +31,7 @@ from hub.worker import get_app
 def create_app() -> FastAPI:
     """The API application; settings and the event catalog are checked here, at start-up."""
     settings = get_settings()
+    logs.configure(settings.logging.redact, settings)
     events.catalog()
     get_app()  # fails here, at start-up, without a broker
 

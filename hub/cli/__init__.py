@@ -7,6 +7,7 @@ import sys
 
 import typer
 
+from hub import logs
 from hub.cli import manage, run
 
 # Commands import what they run when they run: `hub --help` and `hub publish`
@@ -22,5 +23,9 @@ cli.add_typer(manage.templates_cli, name="templates")
 
 def main() -> None:
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    # Files under var/ (the database, the outbox, the dev key, the embedded
+    # Redis's data) hold addresses and secrets: only their owner may read them.
+    os.umask(0o077)
+    logs.install()
     cli(prog_name="hub")
     sys.exit(0)

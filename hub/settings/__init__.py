@@ -38,6 +38,7 @@ from hub.settings.models import (
     ChannelsSettings,
     DeliverySettings,
     EventType,
+    LoggingSettings,
     OutboundSettings,
     Subscription,
     section_model,
@@ -60,6 +61,7 @@ __all__ = [
     "ChannelSettings",
     "ChannelsSettings",
     "DeliverySettings",
+    "LoggingSettings",
     "OutboundSettings",
     "EventType",
     "Rate",
@@ -94,6 +96,7 @@ class Settings(BaseSettings):
     api: ApiSettings = ApiSettings()
     delivery: DeliverySettings = DeliverySettings()
     outbound: OutboundSettings = OutboundSettings()
+    logging: LoggingSettings = LoggingSettings()
     channels: ChannelsSettings = ChannelsSettings()
     events: dict[str, EventType] = Field(default_factory=dict)
     subscriptions: list[Subscription] = Field(default_factory=list)

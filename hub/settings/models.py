@@ -59,6 +59,11 @@ class ApiSettings(_Strict):
         return value
 
 
+class LoggingSettings(_Strict):
+    # Mask recipients, API keys and secret settings in every log line.
+    redact: bool = True
+
+
 class OutboundSettings(_Strict):
     """Where the hub may send: the webhook, Slack and Apprise targets of settings."""
 
