@@ -9,8 +9,9 @@ are both signed and sent::
 Headers: ``Content-Type: application/json``, ``X-Hub-Delivery: <notification
 id>`` (the same on every retry, for logs; receivers dedupe on the signed
 body's ``notification_id``), ``User-Agent: hub/<version>`` and, when a secret
-is set, ``X-Hub-Signature`` (see :mod:`hub.webhooks`). With no URL configured, the request it would send is
-written to the outbox as an ``.http`` file instead.
+is set, ``X-Hub-Signature`` (see :mod:`hub.webhooks`). With no URL
+configured, the request it would send is written to the outbox as an
+``.http`` file instead.
 """
 
 from __future__ import annotations
