@@ -96,7 +96,7 @@ def keys_list() -> None:
     for key in keys.list_keys(_migrated_store()):
         networks = "any" if key.networks is None else ",".join(map(str, key.networks))
         times = (_moment(key.created_at), _moment(key.expires_at), _moment(key.revoked_at))
-        rows.append((key.name, " ".join(key.scopes), *times, networks))
+        rows.append((key.name, ",".join(key.scopes), *times, networks))
     widths = [max(len(cell) for cell in column) for column in zip(*rows, strict=True)]
     for row in rows:
         typer.echo("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
