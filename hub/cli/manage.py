@@ -55,8 +55,8 @@ def keys_create(
     scope: Annotated[
         list[str] | None,
         typer.Option(
-            help="Repeatable: admin, read or publish:<glob> (e.g. publish:user.*) "
-            "[default: publish:* and read]"
+            help="Repeatable: admin, read or publish:<glob> (e.g. publish:user.*); "
+            "without it, publish:* and read"
         ),
     ] = None,
     expires: Annotated[str | None, typer.Option(help="Lifetime, e.g. 90d or 12h")] = None,
