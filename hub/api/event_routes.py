@@ -103,12 +103,9 @@ class EventOut(BaseModel):
 
 
 def add_event_routes(app: FastAPI, database_url: str, access: Access) -> None:
-    @app.post(
-        "/v1/events",
-        status_code=status.HTTP_202_ACCEPTED,
-    )
     # The key's holder comes in as a default: FastAPI resolves these (PEP 563)
     # annotations among the module's globals, where there is no `access`.
+    @app.post("/v1/events", status_code=status.HTTP_202_ACCEPTED)
     async def publish(
         event: EventIn,
         principal: Principal = Depends(access.publisher),  # noqa: B008
