@@ -14,7 +14,7 @@ from typing import Any
 
 from celery import shared_task
 from celery.signals import worker_process_init, worker_process_shutdown, worker_shutdown
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
 from hub import events
 from hub.delivery import claim, send
@@ -36,6 +36,18 @@ from hub.worker import (
 
 log = logging.getLogger(__name__)
 
+# A database that is locked or restarting fails a task after its busy
+# timeout; retried within seconds, its work resumes when the database does,
+# instead of waiting for the sweeper's stuck_after_s. Safe: every task is
+# idempotent (see above).
+STORE_RETRIES: dict[str, object] = {
+    "autoretry_for": (OperationalError,),
+    "retry_backoff": 1,
+    "retry_backoff_max": 30,
+    "retry_jitter": True,
+    "max_retries": 8,
+}
+
 
 @shared_task(name="hub.publish")
 def publish(type: str, data: dict[str, Any], id: str | None = None) -> dict[str, Any]:
@@ -56,7 +68,7 @@ def route(event_id: str) -> int:
     return routed
 
 
-@shared_task(name="hub.route_many")
+@shared_task(name="hub.route_many", **STORE_RETRIES)
 def route_many(event_ids: list[str]) -> int:
     """Route a batch of stored events; deliver a small result right here.
 
@@ -72,7 +84,7 @@ def route_many(event_ids: list[str]) -> int:
     try:
         queued, claimed = _route(runtime, event_ids)
     except SQLAlchemyError:
-        raise  # the store itself failed: the sweeper routes the whole group again
+        raise  # the store itself failed: retried (STORE_RETRIES), then left to the sweeper
     except Exception as exc:
         # One bad event (data that cannot be decoded, a bug it triggers) must
         # not fail the events routed with it: each is routed on its own.
@@ -120,7 +132,7 @@ def _routing_failed(runtime: Runtime, event_id: str, exc: Exception) -> None:
         log.warning("routing event %s failed (the sweeper tries again): %s", event_id, error)
 
 
-@shared_task(name="hub.deliver")
+@shared_task(name="hub.deliver", **STORE_RETRIES)
 def deliver(channel: str, notification_ids: list[str], reserved: bool = False) -> dict[str, int]:
     """One attempt for each of a batch; retries and rate-limit waits come back after a countdown."""
     turns = deliver_notifications(get_runtime(), channel, notification_ids, reserved)

@@ -9,13 +9,14 @@ batches get 422 naming the limit. The API keeps serving throughout.
 from __future__ import annotations
 
 import socket
+import sqlite3
 from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
 
-from tests.conftest import Stack
+from tests.conftest import Stack, wait_until
 from tests.test_publish_to_email import address, user
 
 MiB = 1024 * 1024
@@ -116,3 +117,37 @@ def test_the_api_keeps_serving_after_refusing_large_bodies(stack: Stack) -> None
         _post_raw(stack, "/v1/events", b"[" * (5 * MiB), None)
 
     stack.settled(stack.publish("user.registered", user(address("after-large"))))
+
+
+def _in_flight(stack: Stack) -> int:
+    with sqlite3.connect(stack.database_url.removeprefix("sqlite:///")) as db:
+        [(events,)] = db.execute("SELECT count(*) FROM events WHERE status = 'accepted'")
+        [(notifications,)] = db.execute(
+            "SELECT count(*) FROM notifications WHERE status IN ('queued', 'sending')"
+        )
+    return int(events + notifications)
+
+
+def test_a_locked_database_answers_503_with_retry_after(stack: Stack) -> None:
+    # Given a quiet hub (a worker caught by the lock mid-batch would leave its
+    # batch to the sweeper, which this stack does not run), and another
+    # process holding SQLite's write lock for longer than the API waits for
+    # it (busy_timeout, 30 s)
+    wait_until(lambda: _in_flight(stack) == 0, timeout_s=60, what="a quiet hub")
+    holder = sqlite3.connect(stack.database_url.removeprefix("sqlite:///"), timeout=1)
+    holder.execute("BEGIN IMMEDIATE")
+    try:
+        with stack.client() as http:
+            response = http.post(
+                "/v1/events",
+                json={"type": "user.registered", "data": user(address("locked"))},
+                timeout=60,
+            )
+    finally:
+        holder.rollback()
+        holder.close()
+
+    # Then the publish is refused in a way a client can act on, and nothing was kept
+    assert response.status_code == 503
+    assert response.headers["Retry-After"] == "5"
+    assert "nothing was stored" in response.json()["detail"]
