@@ -115,6 +115,16 @@ class Channel(ABC, Generic[SettingsT]):
         return self.is_configured(self.settings)
 
     @classmethod
+    def address(cls, settings: Any, recipient: str) -> str:
+        """``recipient`` as this channel sends to it; PermanentError saying why it is none.
+
+        Delivery asks before anything is sent, so a bad address fails its
+        notification as ``invalid_address`` without reaching a provider.
+        Channels whose recipients are labels (Slack, webhooks) take any.
+        """
+        return recipient
+
+    @classmethod
     def describe(cls, text: str) -> dict[str, str | int]:
         """What a preview should show about ``text`` on this channel (e.g. SMS segments)."""
         return {}

@@ -26,6 +26,17 @@ def classify(exc: Exception) -> TransientError | PermanentError:
     return TransientError(f"{type(exc).__name__}: {exc}", channel=CHANNEL)
 
 
+async def _require_smtputf8(client: aiosmtplib.SMTP, recipient: str) -> None:
+    if client.is_ehlo_or_helo_needed:
+        await client.ehlo()
+    if not client.supports_extension("smtputf8"):
+        raise PermanentError(
+            f"invalid_address: {recipient!r} has a UTF-8 mailbox name, and the SMTP server "
+            "does not offer SMTPUTF8",
+            channel=CHANNEL,
+        )
+
+
 @dataclass
 class _Connection:
     client: aiosmtplib.SMTP
@@ -41,13 +52,26 @@ class SmtpPool:
         for _ in range(settings.pool_size):
             self._idle.put_nowait(None)
 
-    async def send(self, email: Email, recipient: str) -> None:
-        """Send over a pooled connection, opening or recycling it as needed."""
+    async def send(self, email: Email, recipient: str, smtputf8: bool = False) -> None:
+        """Send over a pooled connection, opening or recycling it as needed.
+
+        ``smtputf8``: the recipient's mailbox name is UTF-8, which only a
+        server offering SMTPUTF8 takes; otherwise a PermanentError, and the
+        connection stays in the pool.
+        """
         connection = await self._idle.get()
         try:
             connection = await self._ready(connection)
-            await connection.client.sendmail(email.sender, [recipient], email.data)
+            options = []
+            if smtputf8:
+                await _require_smtputf8(connection.client, recipient)
+                options.append("SMTPUTF8")
+            await connection.client.sendmail(
+                email.sender, [recipient], email.data, mail_options=options
+            )
             connection.sent += 1
+        except PermanentError:
+            raise  # refused before the transaction began: the connection is fine
         except (aiosmtplib.SMTPRecipientsRefused, aiosmtplib.SMTPResponseException) as exc:
             # 421 means the server is closing the connection; any other reply
             # leaves it usable once the transaction is reset.

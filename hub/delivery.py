@@ -86,20 +86,43 @@ def send(runtime: Runtime, batch: Batch) -> list[Turn]:
 
 
 def _render(runtime: Runtime, turn: Turn) -> None:
+    """Check the turn's recipient and render its message; a failure decides this turn alone.
+
+    A recipient its channel refuses fails as ``invalid_address`` before any
+    provider is asked (or any rate-limit token spent). Any exception while
+    rendering fails as ``template_error``: one bad template or datum never
+    leaves the rest of its batch ``sending``.
+    """
     notification, event = turn.notification, turn.event
-    parts = runtime.settings.channel_classes[notification.channel].parts
-    context = context_for(event.id, event.type, event.data)
-    context["recipient"] = notification.recipient
+    channel = runtime.settings.channel_classes[notification.channel]
     try:
-        rendered = runtime.templates.render(notification.template, context, parts)
-    except TemplateError as exc:
+        recipient = channel.address(
+            runtime.settings.channels.of(notification.channel), notification.recipient
+        )
+        context = context_for(event.id, event.type, event.data)
+        context["recipient"] = notification.recipient
+        rendered = runtime.templates.render(notification.template, context, channel.parts)
+    except PermanentError as exc:
         turn.result = exc
+        turn.decide(NotificationStatus.FAILED, f"invalid_address: {exc.args[0]}")
+        return
+    except Exception as exc:
+        # Templates raise only TemplateError; anything else (a plugin channel's
+        # bug, say) is recorded as the reason (the recorder logs it) and still
+        # fails this turn alone.
+        error = (
+            exc
+            if isinstance(exc, TemplateError)
+            else TemplateError(notification.template, f"{type(exc).__name__}: {exc}")
+        )
+        turn.result = error
+        turn.decide(NotificationStatus.FAILED, f"template_error: {error}")
         return
     turn.message = Message(
         notification_id=notification.id,
         event_id=event.id,
         event_type=event.type,
-        recipient=notification.recipient,
+        recipient=recipient,
         text=rendered.text,
         subject=rendered.subject,
         html=rendered.html,

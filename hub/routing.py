@@ -1,13 +1,14 @@
 """Routing: which notifications an event produces, from the subscriptions in settings.
 
-Pure logic over the event's data: no broker, no provider.
+Pure logic over the event's data: no broker, no provider. Routing does not
+judge addresses (it knows no channel's rules): a ``to`` renders one recipient,
+and delivery fails it as ``invalid_address`` if it is none.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from itertools import product
 from typing import Any
 
 import jinja2
@@ -17,10 +18,15 @@ from hub.errors import ConfigError, TemplateError
 from hub.settings import ALERT, Settings, Subscription
 from hub.store import events as stored_events
 from hub.store import notifications as stored_notifications
+from hub.store.models import Notification
 from hub.store.notifications import NewNotification, notification_id
 from hub.templates import Templates, context_for
 
 log = logging.getLogger(__name__)
+
+# The widest recipient every store accepts (the column is a String(n));
+# longer than any address or phone number.
+MAX_RECIPIENT_CHARS: int = Notification.__table__.c.recipient.type.length  # type: ignore[attr-defined]
 
 
 def check_subscriptions(settings: Settings, templates: Templates) -> None:
@@ -45,11 +51,15 @@ def plan(
     templates: Templates,
     alert_targets: Sequence[str],
 ) -> list[NewNotification]:
-    """The notifications ``event`` must produce: one per subscription, channel and recipient.
+    """The notifications ``event`` must produce: one per subscription and channel.
 
     A subscription whose ``when`` is false, or whose recipient renders empty,
-    produces nothing. Recipients may be a comma-separated list. The channel
-    ``alert`` stands for every target in ``alert_targets``.
+    produces nothing. Its ``to`` names one recipient: a rendered list (commas,
+    semicolons, spaces) is kept whole, never fanned out, and fails delivery as
+    an invalid address. One too long to store is cut to
+    :data:`MAX_RECIPIENT_CHARS`, which no address reaches, so it fails the same
+    way instead of failing the event's routing. The channel ``alert`` stands
+    for every target in ``alert_targets``.
     """
     context = context_for(event_id, event_type, data)
     planned: dict[str, NewNotification] = {}
@@ -64,9 +74,11 @@ def plan(
             # One broken subscription must not hold back the event's others.
             log.error("subscription %r skipped for event %s: %s", subscription.name, event_id, exc)
             continue
-        recipients = [r.strip() for r in rendered.split(",") if r.strip()]
+        if not rendered:
+            continue
+        recipient = rendered[:MAX_RECIPIENT_CHARS]
         channels = alert_targets if subscription.channel == ALERT else [subscription.channel]
-        for channel, recipient in product(channels, recipients):
+        for channel in channels:
             nid = notification_id(event_id, subscription.name, channel, recipient)
             planned[nid] = NewNotification(
                 id=nid,

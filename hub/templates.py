@@ -3,7 +3,13 @@
 A template is a folder named after it, holding one file per part:
 ``subject.txt``, ``body.txt``, ``body.html``. Folders starting with ``_`` hold
 shared layouts and partials. Variables are strict: a missing one raises
-:class:`~hub.errors.TemplateError` instead of sending half a message.
+:class:`~hub.errors.TemplateError` instead of sending half a message, and so
+does any other exception while rendering (a sandbox limit, ``1 + "a"``, runaway
+recursion): one bad template or datum fails its own notification, never its
+batch or the worker.
+
+Only ``.html`` files are HTML-escaped. Recipient expressions and conditions
+are not: an address such as ``o'brien@example.com`` is rendered as written.
 """
 
 from __future__ import annotations
@@ -45,7 +51,11 @@ class Templates:
         self.env = SandboxedEnvironment(
             loader=jinja2.FileSystemLoader([str(d) for d in dirs]),
             undefined=jinja2.StrictUndefined,
-            autoescape=jinja2.select_autoescape(enabled_extensions=("html",), default=False),
+            # from_string (recipient expressions, conditions) must not escape:
+            # "o'brien@..." would become "o&#39;brien@...".
+            autoescape=jinja2.select_autoescape(
+                enabled_extensions=("html",), default_for_string=False, default=False
+            ),
             keep_trailing_newline=False,
             cache_size=1000,
             auto_reload=False,
@@ -53,7 +63,14 @@ class Templates:
         self._expressions: dict[str, jinja2.Template] = {}
 
     def render(self, name: str, context: dict[str, Any], required: Sequence[str]) -> Rendered:
-        """Render template ``name``; every part in ``required`` must exist."""
+        """Render template ``name``; every part in ``required`` must exist.
+
+        A subject is one line: each run of whitespace in it, line breaks
+        included, becomes one space. So event data with CR or LF in a subject
+        is sent with spaces there, never as a header of its own; failing the
+        message instead would lose, say, an alert quoting a multi-line error.
+        Raises :class:`TemplateError` for whatever goes wrong.
+        """
         parts: dict[str, str | None] = {}
         for part in PARTS:
             try:
@@ -65,6 +82,8 @@ class Templates:
                 continue
             except jinja2.TemplateSyntaxError as exc:
                 raise TemplateError(name, f"{exc.filename}:{exc.lineno}: {exc.message}") from exc
+            except Exception as exc:
+                raise TemplateError(name, f"{part}: {_why(exc)}") from exc
             parts[part] = self._render(name, part, template, context)
         subject = parts["subject.txt"]
         return Rendered(
@@ -78,10 +97,8 @@ class Templates:
     ) -> str:
         try:
             return template.render(context).strip()
-        except jinja2.UndefinedError as exc:
-            raise TemplateError(name, f"{part}: {exc.message}") from exc
-        except jinja2.TemplateError as exc:
-            raise TemplateError(name, f"{part}: {exc}") from exc
+        except Exception as exc:
+            raise TemplateError(name, f"{part}: {_why(exc)}") from exc
 
     def preview(
         self, name: str, event_type: str, data: dict[str, Any], channel: type[Channel[Any]]
@@ -92,21 +109,28 @@ class Templates:
         return rendered, channel.describe(rendered.text)
 
     def expression(self, source: str, context: dict[str, Any]) -> str:
-        """Render a one-line template such as a recipient ``{{ data.email }}``."""
+        """Render a one-line template such as a recipient ``{{ data.email }}``, unescaped."""
         try:
             return self._compiled(source).render(context).strip()
-        except jinja2.TemplateError as exc:
-            raise TemplateError(source, str(exc)) from exc
+        except Exception as exc:
+            raise TemplateError(source, _why(exc)) from exc
 
     def condition(self, source: str, context: dict[str, Any]) -> bool:
         """Evaluate a Jinja expression such as ``data.phone is defined``."""
         try:
             return self._compiled(f"{{% if {source} %}}1{{% endif %}}").render(context) == "1"
-        except jinja2.TemplateError as exc:
-            raise TemplateError(source, str(exc)) from exc
+        except Exception as exc:
+            raise TemplateError(source, _why(exc)) from exc
 
     def _compiled(self, source: str) -> jinja2.Template:
         # Subscriptions repeat the same few expressions: compile each once.
         if (template := self._expressions.get(source)) is None:
             template = self._expressions[source] = self.env.from_string(source)
         return template
+
+
+def _why(exc: Exception, limit: int = 300) -> str:
+    """What went wrong, for a TemplateError: Jinja's own words, else the exception's type too."""
+    why = str(exc) if isinstance(exc, jinja2.TemplateError) else f"{type(exc).__name__}: {exc}"
+    # Bounded and on one line: it becomes a notification's reason and an alert's text.
+    return " ".join(why.split())[:limit]
