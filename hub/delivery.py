@@ -118,6 +118,12 @@ def _render(runtime: Runtime, turn: Turn) -> None:
         turn.result = error
         turn.decide(NotificationStatus.FAILED, f"template_error: {error}")
         return
+    limit = runtime.settings.delivery.max_message_bytes
+    if (size := rendered.size_bytes()) > limit:
+        reason = f"{size} bytes rendered, over delivery.max_message_bytes ({limit})"
+        turn.result = TemplateError(notification.template, reason)
+        turn.decide(NotificationStatus.FAILED, f"limit_exceeded: {reason}")
+        return
     turn.message = Message(
         notification_id=notification.id,
         event_id=event.id,

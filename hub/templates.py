@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import jinja2
+from jinja2.exceptions import SecurityError
 from jinja2.sandbox import SandboxedEnvironment
 
 from hub.errors import TemplateError
@@ -43,12 +44,45 @@ class Rendered:
     subject: str | None = None
     html: str | None = None
 
+    def size_bytes(self) -> int:
+        """The parts' total size in UTF-8 bytes (a lone surrogate counted, not refused)."""
+        parts = [part for part in (self.text, self.subject, self.html) if part]
+        return sum(len(part.encode(errors="surrogatepass")) for part in parts)
+
+
+# Jinja's sandbox bounds range() but not what `*` and `**` build: one
+# `{{ "a" * 10**9 }}` in a template would take a worker's memory.
+MAX_REPEAT = 1_000_000
+MAX_EXPONENT = 1000
+
+
+class _Sandbox(SandboxedEnvironment):
+    """The sandbox, with sequence repetition and powers bounded."""
+
+    intercepted_binops = frozenset({"*", "**"})
+
+    def call_binop(
+        self, context: jinja2.runtime.Context, operator: str, left: Any, right: Any
+    ) -> Any:
+        if operator == "*" and _repeated_length(left, right) > MAX_REPEAT:
+            raise SecurityError(f"repeating a sequence beyond {MAX_REPEAT} items")
+        if operator == "**" and isinstance(right, int) and abs(right) > MAX_EXPONENT:
+            raise SecurityError(f"an exponent above {MAX_EXPONENT}")
+        return super().call_binop(context, operator, left, right)
+
+
+def _repeated_length(left: Any, right: Any) -> int:
+    for sequence, times in ((left, right), (right, left)):
+        if isinstance(sequence, str | list | tuple) and isinstance(times, int):
+            return len(sequence) * times
+    return 0
+
 
 class Templates:
     """Compiled templates for one process; Jinja caches each compiled file."""
 
     def __init__(self, dirs: Sequence[Path]) -> None:
-        self.env = SandboxedEnvironment(
+        self.env = _Sandbox(
             loader=jinja2.FileSystemLoader([str(d) for d in dirs]),
             undefined=jinja2.StrictUndefined,
             # from_string (recipient expressions, conditions) must not escape:

@@ -39,7 +39,7 @@ class RecordingChannel(Channel[RecordingSettings]):
         return _line(message), Receipt(f"rec-{message.notification_id}")
 
     async def _send(self, message: Message) -> Receipt:
-        if message.recipient.endswith(".invalid"):
+        if message.recipient.startswith("nobody@"):
             raise PermanentError("no such mailbox", channel=self.name, provider_code=550)
         path = Path(self.settings.path)
         await asyncio.to_thread(_append, path, _line(message))

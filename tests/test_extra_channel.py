@@ -76,7 +76,7 @@ def test_a_permanent_failure_of_an_extra_channel_fails_the_notification(
     stack, _ = recorder
 
     event_id = stack.publish(
-        "user.registered", {"user_id": "u2", "email": "nobody@mail.invalid", "name": "No"}
+        "user.registered", {"user_id": "u2", "email": "nobody@example.com", "name": "No"}
     )
 
     event = stack.settled(event_id)

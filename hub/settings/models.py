@@ -93,6 +93,9 @@ class DeliverySettings(_Strict):
     # A worker holds what it claimed under a lease it renews while it works;
     # the sweeper hands a notification to another worker only once it expires.
     lease_s: float = Field(60.0, ge=1)
+    # A rendered message (subject, text and HTML together) larger than this
+    # fails as limit_exceeded instead of reaching the provider.
+    max_message_bytes: int = Field(1024 * 1024, ge=1024)
     # An event whose routing fails this many times is quarantined: kept with
     # its error for a person to look at, and no longer swept.
     max_routing_attempts: int = Field(5, ge=1)

@@ -37,7 +37,11 @@ HOSTILE_TEMPLATES = {
     "globals": "{{ cycler.__init__.__globals__.os.popen('id').read() }}",
     "data-class": "{{ data.__class__.__init__.__globals__ }}",
     "format": "{{ '{0.__class__}'.format(data) }}",
+    "repeat": '{{ "a" * 10**9 }}',
+    "power": "{{ 10 ** 100000 }}",
 }
+# Renders, but larger than delivery.max_message_bytes (1 MiB).
+OVERSIZED = {"huge": '{{ "x" * 900000 }}{{ "y" * 900000 }}'}
 
 SUBSCRIPTIONS = "".join(
     f"""
@@ -49,7 +53,7 @@ to = "{{{{ data.to }}}}"
 template = "ssti-{case}"
 when = "data.case is defined and data.case == '{case}'"
 """
-    for case in HOSTILE_TEMPLATES
+    for case in [*HOSTILE_TEMPLATES, *OVERSIZED]
 )
 
 SETTINGS = (
@@ -87,7 +91,7 @@ TEMPLATES = {
     "render-ok": {"subject.txt": "Hi {{ data.name }}", "body.txt": "Hello {{ data.name }}."},
     **{
         f"ssti-{case}": {"subject.txt": "Hostile", "body.txt": source}
-        for case, source in HOSTILE_TEMPLATES.items()
+        for case, source in (HOSTILE_TEMPLATES | OVERSIZED).items()
     },
 }
 
@@ -120,6 +124,22 @@ def test_a_template_that_raises_fails_its_notification_alone_with_template_error
     assert hostile["last_error"].startswith("template_error: ")
     assert f"ssti-{case}" in hostile["last_error"]
     assert hostile["attempts"] == 1
+    assert notifications["render-ok"]["status"] == "sent"
+    assert [m["Subject"] for m in smtp.to(to)] == ["Hi Ada"]
+
+
+def test_a_message_rendered_larger_than_max_message_bytes_fails_alone_as_limit_exceeded(
+    hub: Stack, smtp: SmtpSink
+) -> None:
+    to = address()
+
+    event = hub.settled(hub.publish("test.render", {"to": to, "name": "Ada", "case": "huge"}))
+
+    notifications = by_subscription(event)
+    huge = notifications["render-huge"]
+    assert huge["status"] == "failed"
+    assert huge["last_error"].startswith("limit_exceeded: ")
+    assert "delivery.max_message_bytes" in huge["last_error"]
     assert notifications["render-ok"]["status"] == "sent"
     assert [m["Subject"] for m in smtp.to(to)] == ["Hi Ada"]
 
