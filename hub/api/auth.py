@@ -1,4 +1,4 @@
-"""Who may call the API: ``Authorization: Bearer <key>``, the key's scopes and its rate limit.
+"""Who may call the API: ``Authorization: Bearer <key or JWT>``, its scopes and its rate limit.
 
 Routes list one of :class:`Access`'s dependencies (scopes: :mod:`hub.keys`):
 
@@ -11,16 +11,23 @@ Routes list one of :class:`Access`'s dependencies (scopes: :mod:`hub.keys`):
 A missing, malformed, unknown, expired or revoked key gets 401; a key without
 the scope, or used from outside its networks, 403; a key over
 ``api.rate_limit_per_key``, 429 with ``Retry-After``.
+
+With ``api.jwt`` set, a bearer token shaped like a JWT is verified instead
+(signature, ``exp``, ``nbf``, ``iss``, ``aud``): its holder is ``jwt:<sub>``
+and its scopes those of its ``scope`` (space-separated) or ``scp`` claim. One
+that does not verify gets 401; the rest is as for a key.
 """
 
 from __future__ import annotations
 
 import asyncio
 import math
+import re
 import time
 from collections.abc import Awaitable, Callable
-from typing import Annotated
+from typing import Annotated, Any
 
+import jwt
 import redis
 from fastapi import Depends, HTTPException, Request, status
 from fastapi.concurrency import run_in_threadpool
@@ -30,11 +37,17 @@ from hub import keys
 from hub.keys import Principal
 from hub.ratelimit import RateLimiter, RedisRateLimiter, StubRateLimiter
 from hub.settings import Rate, Settings
+from hub.settings.models import JwtSettings
 from hub.store.models import utcnow
 
 # A dependency a route lists; it answers the caller's key holder.
 Dependency = Callable[..., Awaitable[Principal]]
 Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(HTTPBearer(auto_error=False))]
+
+# What a token's holder is called: ``jwt:<sub>``.
+JWT_PREFIX = "jwt:"
+# Three base64url parts: header, claims and signature.
+_JWT_SHAPE = re.compile(r"[\w-]+\.[\w-]+\.[\w-]+", re.ASCII)
 
 
 class _KeyCache:
@@ -78,6 +91,80 @@ class _KeyCache:
         return principal
 
 
+class _Tokens:
+    """``api.jwt``: bearer JWTs, verified against its issuer, audience and keys."""
+
+    def __init__(self, settings: JwtSettings) -> None:
+        self._settings = settings
+        self._algorithms = settings.allowed_algorithms
+        self._secret = settings.secret.get_secret_value() if settings.secret else ""
+        # Read once, here at start-up: a request never touches the file.
+        key_set = JwtSettings.read_jwks(settings.jwks_file) if settings.jwks_file else None
+        self._keys = {key.key_id: key for key in key_set.keys} if key_set else None
+
+    @staticmethod
+    def fits(token: str) -> bool:
+        """Whether ``token`` is shaped like a JWT (an API key never is)."""
+        return not token.startswith(keys.PREFIX) and _JWT_SHAPE.fullmatch(token) is not None
+
+    def principal(self, token: str) -> Principal:
+        """The token's holder, ``jwt:<sub>`` with its scopes; 401 unless it verifies."""
+        try:
+            key, algorithms = self._key(token)
+            claims = jwt.decode(
+                token,
+                key,
+                algorithms=algorithms,
+                audience=self._settings.audience,
+                issuer=self._settings.issuer,
+                leeway=self._settings.leeway_s,
+                options={"require": ["exp", "iss", "aud", "sub"]},
+            )
+        except jwt.InvalidTokenError as exc:
+            raise _unauthorized(_token_problem(exc)) from None
+        return Principal(
+            name=f"{JWT_PREFIX}{claims['sub']}",
+            scopes=_token_scopes(claims),
+            created_at=utcnow(),
+        )
+
+    def _key(self, token: str) -> tuple[Any, list[str]]:
+        """The key that verifies ``token`` and the algorithms it may use."""
+        if self._keys is None:
+            return self._secret, self._algorithms
+        kid = jwt.get_unverified_header(token).get("kid")
+        key = self._keys.get(kid) if isinstance(kid, str) else None
+        # A key verifies with its own algorithm only, whatever the token's header says.
+        if key is None or key.algorithm_name not in self._algorithms:
+            raise _unauthorized("bearer token names no key of api.jwt.jwks_file (kid)")
+        return key.key, [key.algorithm_name]
+
+
+def _token_problem(exc: jwt.InvalidTokenError) -> str:
+    """Why a token was refused, in words of our own: PyJWT's may quote the token."""
+    if isinstance(exc, jwt.ExpiredSignatureError):
+        return "bearer token has expired"
+    if isinstance(exc, jwt.ImmatureSignatureError):
+        return "bearer token is not valid yet"
+    if isinstance(exc, jwt.InvalidAudienceError):
+        return "bearer token is meant for another audience than api.jwt.audience"
+    if isinstance(exc, jwt.InvalidIssuerError):
+        return "bearer token comes from another issuer than api.jwt.issuer"
+    if isinstance(exc, jwt.MissingRequiredClaimError):
+        return f"bearer token lacks the {exc.claim!r} claim"
+    return "invalid bearer token: its signature or form does not verify against api.jwt"
+
+
+def _token_scopes(claims: dict[str, Any]) -> tuple[str, ...]:
+    """Scopes from ``scope`` (space-separated) or ``scp`` (the same, or a list)."""
+    granted = claims.get("scope", claims.get("scp", ""))
+    if isinstance(granted, str):
+        return tuple(granted.split())
+    if isinstance(granted, list) and all(isinstance(scope, str) for scope in granted):
+        return tuple(granted)
+    raise _unauthorized("bearer token's scope claim is neither a string nor a list of strings")
+
+
 class _RateLimit:
     """``api.rate_limit_per_key``: a GCRA limit per key name (a rotated key keeps its count)."""
 
@@ -96,7 +183,7 @@ class _RateLimit:
             retry_after = str(max(math.ceil(wait_s), 1))
             raise HTTPException(
                 status.HTTP_429_TOO_MANY_REQUESTS,
-                f"API key {principal.name!r} is over api.rate_limit_per_key "
+                f"{_holder(principal)} is over api.rate_limit_per_key "
                 f"({self._setting}); retry after {retry_after}s",
                 headers={"Retry-After": retry_after},
             )
@@ -105,19 +192,25 @@ class _RateLimit:
 class Access:
     """The dependencies routes list: ``read``, ``admin`` and ``publisher``."""
 
-    def __init__(self, database_url: str, rate_limit: _RateLimit | None = None) -> None:
+    def __init__(
+        self,
+        database_url: str,
+        rate_limit: _RateLimit | None = None,
+        jwt_settings: JwtSettings | None = None,
+    ) -> None:
         self._keys = _KeyCache(database_url)
         self._rate_limit = rate_limit
+        self._tokens = _Tokens(jwt_settings) if jwt_settings else None
         self.read = self._requiring(keys.READ)
         self.admin = self._requiring(keys.ADMIN)
         self.publisher = self._publishing()
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Access:
-        """Keys in the settings' store, limited by ``api.rate_limit_per_key`` if set."""
+        """Keys in the settings' store, JWTs with ``api.jwt``; ``api.rate_limit_per_key`` if set."""
         setting = settings.api.rate_limit_per_key
         if not setting:
-            return cls(settings.resolved_database_url)
+            return cls(settings.resolved_database_url, jwt_settings=settings.api.jwt)
         url = settings.rate_limit_redis_url
         # Without Redis each API process counts on its own, so N processes
         # let a key through at up to N times the rate.
@@ -126,26 +219,34 @@ class Access:
             if url
             else StubRateLimiter()
         )
-        return cls(settings.resolved_database_url, _RateLimit(setting, limiter))
+        return cls(settings.resolved_database_url, _RateLimit(setting, limiter), settings.api.jwt)
 
     async def principal(
         self, request: Request, credentials: HTTPAuthorizationCredentials | None
     ) -> Principal:
-        """The holder of the request's key: 401, 403 (networks) or 429 otherwise."""
-        key = credentials.credentials if credentials is not None else ""
+        """The holder of the request's key or token: 401, 403 (networks) or 429 otherwise."""
+        bearer = credentials.credentials if credentials is not None else ""
+        if self._tokens is not None and self._tokens.fits(bearer):
+            principal = self._tokens.principal(bearer)
+        else:
+            principal = await self._key_holder(bearer)
+        host = request.client.host if request.client else None
+        if not principal.allows_address(host):
+            raise HTTPException(
+                status.HTTP_403_FORBIDDEN, f"{_holder(principal)} may not be used from {host}"
+            )
+        if self._rate_limit is not None:
+            await self._rate_limit.check(principal)
+        return principal
+
+    async def _key_holder(self, key: str) -> Principal:
+        """The holder of API key ``key``: 401 unless it exists and is usable."""
         # A key without the prefix was never made here: no lookup for it.
         principal = await self._keys.principal(key) if key.startswith(keys.PREFIX) else None
         if principal is None:
             raise _unauthorized("missing or invalid API key: send Authorization: Bearer <key>")
         if problem := principal.unusable(utcnow()):
             raise _unauthorized(f"API key {principal.name!r} is {problem}")
-        host = request.client.host if request.client else None
-        if not principal.allows_address(host):
-            raise HTTPException(
-                status.HTTP_403_FORBIDDEN, f"API key {principal.name!r} may not be used from {host}"
-            )
-        if self._rate_limit is not None:
-            await self._rate_limit.check(principal)
         return principal
 
     def _requiring(self, scope: str) -> Dependency:
@@ -154,7 +255,7 @@ class Access:
             if not principal.allows(scope):
                 raise HTTPException(
                     status.HTTP_403_FORBIDDEN,
-                    f"API key {principal.name!r} lacks the {scope!r} scope this needs",
+                    f"{_holder(principal)} lacks the {scope!r} scope this needs",
                 )
             return principal
 
@@ -166,7 +267,7 @@ class Access:
             if not principal.publish_globs:
                 raise HTTPException(
                     status.HTTP_403_FORBIDDEN,
-                    f"API key {principal.name!r} lacks a publish:<glob> scope to publish with",
+                    f"{_holder(principal)} lacks a publish:<glob> scope to publish with",
                 )
             return principal
 
@@ -177,7 +278,7 @@ def publish_refusal(principal: Principal, event_type: str) -> str:
     """Why ``principal`` may not publish ``event_type``, naming the scope it would need."""
     globs = ", ".join(f"publish:{glob}" for glob in principal.publish_globs)
     return (
-        f"API key {principal.name!r} may not publish {event_type!r}: it needs a scope "
+        f"{_holder(principal)} may not publish {event_type!r}: it needs a scope "
         f"matching it, like publish:{event_type} (it has {globs})"
     )
 
@@ -186,6 +287,12 @@ def check_publish(principal: Principal, event_type: str) -> None:
     """403 unless ``principal``'s scopes let it publish ``event_type``."""
     if not principal.may_publish(event_type):
         raise HTTPException(status.HTTP_403_FORBIDDEN, publish_refusal(principal, event_type))
+
+
+def _holder(principal: Principal) -> str:
+    """How an answer names the caller: ``API key 'ci'`` or ``token 'jwt:alice'``."""
+    kind = "token" if principal.name.startswith(JWT_PREFIX) else "API key"
+    return f"{kind} {principal.name!r}"
 
 
 def _unauthorized(detail: str) -> HTTPException:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal, Union
 
 from pydantic import (
@@ -10,7 +12,9 @@ from pydantic import (
     ConfigDict,
     Discriminator,
     Field,
+    SecretStr,
     Tag,
+    ValidationInfo,
     create_model,
     field_validator,
     model_validator,
@@ -20,11 +24,103 @@ from hub.errors import ConfigError
 from hub.settings.units import Rate, parse_duration
 
 if TYPE_CHECKING:
+    from jwt import PyJWKSet
+
     from hub.channels.base import Channel
 
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+
+# JWT algorithms by the kind of key that verifies them: never mixed, so a
+# public key can never be taken for an HMAC secret (RFC 8725, 2.1).
+_HMAC_ALGORITHMS = ("HS256", "HS384", "HS512")
+_PUBLIC_KEY_ALGORITHMS = (
+    *("RS256", "RS384", "RS512", "PS256", "PS384", "PS512"),
+    *("ES256", "ES384", "ES512", "EdDSA"),
+)
+
+
+class JwtSettings(_Strict):
+    """``[api.jwt]``: bearer JWTs from an identity provider, accepted beside API keys."""
+
+    # Claims every token must carry.
+    issuer: str = Field(min_length=1)
+    audience: str = Field(min_length=1)
+    # Exactly one: a JWKS file of public keys, picked by the token's kid, or a shared secret.
+    jwks_file: Path | None = None
+    secret: SecretStr | None = None
+    # Empty: RS256 and ES256 with jwks_file, HS256 with secret.
+    algorithms: list[str] = Field(default_factory=list)
+    # Clock skew allowed on exp and nbf.
+    leeway_s: float = Field(30.0, ge=0, le=300)
+
+    @field_validator("jwks_file")
+    @classmethod
+    def _usable_jwks(cls, path: Path | None) -> Path | None:
+        if path is not None:
+            cls.read_jwks(path)
+        return path
+
+    @field_validator("secret")
+    @classmethod
+    def _long_secret(cls, secret: SecretStr | None) -> SecretStr | None:
+        # RFC 7518 3.2: an HMAC key at least as long as the hash, or it can be guessed.
+        if secret is not None and len(secret.get_secret_value().encode()) < 32:
+            raise ValueError("an HMAC secret needs at least 32 bytes (openssl rand -hex 32)")
+        return secret
+
+    @field_validator("algorithms")
+    @classmethod
+    def _fit_the_key(cls, algorithms: list[str], info: ValidationInfo) -> list[str]:
+        hmac = info.data.get("secret") is not None
+        fitting = _HMAC_ALGORITHMS if hmac else _PUBLIC_KEY_ALGORITHMS
+        if unfit := [name for name in algorithms if name not in fitting]:
+            key = "api.jwt.secret" if hmac else "api.jwt.jwks_file"
+            raise ValueError(
+                f"{', '.join(unfit)} cannot be verified with {key}; "
+                f"expected some of {', '.join(fitting)}"
+            )
+        return algorithms
+
+    @model_validator(mode="after")
+    def _one_kind_of_key(self) -> JwtSettings:
+        if (self.jwks_file is None) == (self.secret is None):
+            given = "both are set" if self.secret is not None else "neither is set"
+            raise ValueError(f"set one of api.jwt.jwks_file or api.jwt.secret ({given})")
+        return self
+
+    @property
+    def allowed_algorithms(self) -> list[str]:
+        """``algorithms``, or the usual ones for the kind of key."""
+        if self.algorithms:
+            return self.algorithms
+        return ["HS256"] if self.secret is not None else ["RS256", "ES256"]
+
+    @staticmethod
+    def read_jwks(path: Path) -> PyJWKSet:
+        """The keys in the JWKS file at ``path``; ValueError saying what is wrong with it."""
+        # Imported here: only a hub that verifies tokens pays for PyJWT.
+        from jwt import PyJWKSet, PyJWTError
+
+        try:
+            document = json.loads(path.read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise ValueError(f"cannot read {path}: {exc.strerror}") from None
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise ValueError(f"{path} is not JSON: {exc}") from None
+        if not isinstance(document, dict) or not isinstance(document.get("keys"), list):
+            raise ValueError(f'{path} is not a JWKS: expected {{"keys": [...]}}')
+        if any(isinstance(key, dict) and "d" in key for key in document["keys"]):
+            raise ValueError(f"{path} holds a private key: give the hub only public keys")
+        try:
+            key_set = PyJWKSet.from_dict(document)
+        except PyJWTError as exc:
+            raise ValueError(f"{path}: {exc}") from None
+        if any(key.key_id is None for key in key_set.keys):
+            raise ValueError(f"{path}: every key needs a kid (tokens name their key by it)")
+        return key_set
 
 
 class ApiSettings(_Strict):
@@ -47,6 +143,8 @@ class ApiSettings(_Strict):
     # Requests per API key, e.g. "100/s": that many at once, then evenly
     # spread; over it gets 429. Shared through Redis; empty: no limit.
     rate_limit_per_key: str = ""
+    # Bearer JWTs accepted beside API keys; None (no [api.jwt] table): keys only.
+    jwt: JwtSettings | None = None
 
     @field_validator("rate_limit_per_key")
     @classmethod
