@@ -164,6 +164,11 @@ class SmsChannel(Channel[SmsSettings]):
         return bool(settings.account_sid)
 
     @classmethod
+    def address(cls, settings: Any, recipient: str) -> str:
+        """The number in E.164 (:func:`to_e164`): a bad one fails before any provider is asked."""
+        return to_e164(recipient, settings.default_region)
+
+    @classmethod
     def describe(cls, text: str) -> dict[str, str | int]:
         counted = count_segments(text)
         return {

@@ -19,11 +19,11 @@ from functools import cache
 from typing import Any
 
 import fastjsonschema
-from email_validator import EmailNotValidError, validate_email
 from jsonschema import Draft202012Validator, FormatChecker
 from jsonschema.exceptions import SchemaError
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
+from hub.addresses import email_address
 from hub.errors import BrokerUnavailable, ConfigError, EventError
 from hub.settings import EventType, get_settings
 from hub.store import events as stored_events
@@ -107,8 +107,8 @@ def is_email(value: Any) -> bool:
     if not isinstance(value, str):
         return True
     try:
-        validate_email(value, check_deliverability=False)
-    except EmailNotValidError:
+        email_address(value)
+    except ValueError:
         return False
     return True
 

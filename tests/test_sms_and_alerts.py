@@ -107,6 +107,20 @@ def test_a_user_with_a_phone_gets_an_email_and_an_sms(peers: Peers, smtp: SmtpSi
     assert sms["details"] == {"to": e164, "encoding": "GSM-7"}
 
 
+def test_a_phone_that_is_no_number_fails_as_invalid_address_before_twilio(peers: Peers) -> None:
+    asked_before = len(peers.twilio.requests)
+
+    event = peers.stack.settled(
+        peers.stack.publish("user.registered", user(address(), phone="call me\r\nmaybe"))
+    )
+
+    [sms] = [n for n in event["notifications"] if n["channel"] == "sms"]
+    assert sms["status"] == "failed"
+    assert sms["last_error"].startswith("invalid_address: ")
+    assert [a["outcome"] for a in sms["attempt_log"]] == ["failed"]
+    assert len(peers.twilio.requests) == asked_before
+
+
 def test_a_user_without_a_phone_gets_no_sms(peers: Peers) -> None:
     event = peers.stack.settled(peers.stack.publish("user.registered", user(address())))
 
