@@ -169,3 +169,23 @@ def test_one_bad_item_in_a_batch_is_rejected_alone(stack: Stack) -> None:
     assert results[1]["errors"][0]["type"] == "invalid_character"
     for result in (results[0], results[2]):
         stack.settled(result["id"])
+
+
+@pytest.mark.parametrize(
+    ("body", "loc"),
+    [
+        ('{"type": "user.registered", "data": {', ["body", 37]),
+        ("not json at all", ["body", 0]),
+        ('{"type": 5, "data": {}}', ["body", "type"]),
+        ('{"type": "user.registered", "data": [1, 2]}', ["body", "data"]),
+        ('{"type": "user.registered", "data": {}, "extra": 1}', ["body", "extra"]),
+        ("[]", ["body"]),
+    ],
+)
+def test_malformed_json_and_wrong_types_get_422_naming_where(
+    stack: Stack, body: str, loc: list[str | int]
+) -> None:
+    response = _post(stack, body)
+
+    assert response.status_code == 422, response.text
+    assert loc in [error["loc"] for error in response.json()["detail"]]
