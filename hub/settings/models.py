@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal, Union
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Discriminator,
@@ -27,6 +28,20 @@ if TYPE_CHECKING:
     from jwt import PyJWKSet
 
     from hub.channels.base import Channel
+
+
+def _valid_rate(value: str) -> str:
+    """Empty (no limit) or a rate like ``"10/s"``; a ValueError saying what is wrong."""
+    if value:
+        try:
+            Rate.parse(value)
+        except ConfigError as exc:
+            raise ValueError(str(exc)) from None
+    return value
+
+
+# A rate limit as settings spell it: "10/s", "50/m", "1/5s"; empty for none.
+RateText = Annotated[str, AfterValidator(_valid_rate)]
 
 
 class _Strict(BaseModel):
@@ -142,19 +157,10 @@ class ApiSettings(_Strict):
     max_string_bytes: int = Field(64 * 1024, ge=16)
     # Requests per API key, e.g. "100/s": that many at once, then evenly
     # spread; over it gets 429. Shared through Redis; empty: no limit.
-    rate_limit_per_key: str = ""
+    rate_limit_per_key: RateText = ""
     # Bearer JWTs accepted beside API keys; None (no [api.jwt] table): keys only.
     jwt: JwtSettings | None = None
 
-    @field_validator("rate_limit_per_key")
-    @classmethod
-    def _valid_rate_per_key(cls, value: str) -> str:
-        if value:
-            try:
-                Rate.parse(value)
-            except ConfigError as exc:
-                raise ValueError(str(exc)) from None
-        return value
 
 
 class LoggingSettings(_Strict):
@@ -245,7 +251,7 @@ class ChannelSettings(_Strict):
     # review; "retry" sends again and risks a duplicate.
     on_unknown: Literal["hold", "retry"] = "hold"
     # Shared by every worker (kept in Redis): "10/s", "50/m", "1/5s"; empty: none.
-    rate_limit: str = ""
+    rate_limit: RateText = ""
     burst: int = Field(1, ge=1)
     # Overrides delivery.max_attempts for this channel.
     max_attempts: int | None = Field(None, ge=1)
@@ -266,15 +272,6 @@ class ChannelSettings(_Strict):
     def retry_window_s(self) -> float:
         return parse_duration(self.retry_window, "retry_window")
 
-    @field_validator("rate_limit")
-    @classmethod
-    def _valid_rate(cls, value: str) -> str:
-        if value:
-            try:
-                Rate.parse(value)
-            except ConfigError as exc:
-                raise ValueError(str(exc)) from None
-        return value
 
     @model_validator(mode="before")
     @classmethod
