@@ -155,3 +155,59 @@ class ApiKey(Base):
             postgresql_where=text("revoked_at IS NULL"),
         ),
     )
+
+
+class Recipient(Base):
+    """Someone notifications go to: their addresses per channel and what they want to receive."""
+
+    __tablename__ = "recipients"
+
+    id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    email: Mapped[str | None] = mapped_column(String(500))
+    phone: Mapped[str | None] = mapped_column(String(50))
+    # A Slack member or channel id, never a URL.
+    slack: Mapped[str | None] = mapped_column(String(100))
+    locale: Mapped[str | None] = mapped_column(String(35))
+    timezone: Mapped[str | None] = mapped_column(String(64))
+    data: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    # {"channels": {"sms": false}, "categories": {...}, "quiet_hours": {"start", "end"}}
+    preferences: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class TopicMember(Base):
+    """A recipient's membership of a topic (``oncall``, ``newsletter``)."""
+
+    __tablename__ = "topic_members"
+
+    topic: Mapped[str] = mapped_column(String(200), primary_key=True)
+    recipient_id: Mapped[str] = mapped_column(
+        ForeignKey("recipients.id", ondelete="CASCADE"), primary_key=True, index=True
+    )
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class StoredSubscription(Base):
+    """A subscription made through the API; its definition is validated at the edge."""
+
+    __tablename__ = "subscriptions"
+
+    name: Mapped[str] = mapped_column(String(200), primary_key=True)
+    definition: Mapped[dict[str, Any]] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class ConfigVersion(Base):
+    """A counter per kind of run-time configuration, bumped by every change to it.
+
+    Workers compare it before routing, so a change applies to the next event
+    on every worker, however many machines they run on, with no signal.
+    """
+
+    __tablename__ = "config_versions"
+
+    kind: Mapped[str] = mapped_column(String(40), primary_key=True)
+    version: Mapped[int] = mapped_column(Integer, default=0)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
