@@ -14,7 +14,7 @@ are not: an address such as ``o'brien@example.com`` is rendered as written.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -78,12 +78,30 @@ def _repeated_length(left: Any, right: Any) -> int:
     return 0
 
 
+class _WholeFolders(jinja2.FileSystemLoader):
+    """Each template folder comes whole from the first search path that has it.
+
+    Jinja's own loader falls back file by file, so a user folder overriding a
+    subject and text but no HTML would send the bundled HTML beside the new
+    text. Here a part missing from the folder that won is missing.
+    """
+
+    def get_source(
+        self, environment: jinja2.Environment, template: str
+    ) -> tuple[str, str, Callable[[], bool]]:
+        folder = template.split("/", 1)[0]
+        for root in self.searchpath:
+            if (Path(root) / folder).is_dir():
+                return jinja2.FileSystemLoader(root).get_source(environment, template)
+        raise jinja2.TemplateNotFound(template)
+
+
 class Templates:
     """Compiled templates for one process; Jinja caches each compiled file."""
 
     def __init__(self, dirs: Sequence[Path]) -> None:
         self.env = _Sandbox(
-            loader=jinja2.FileSystemLoader([str(d) for d in dirs]),
+            loader=_WholeFolders([str(d) for d in dirs]),
             undefined=jinja2.StrictUndefined,
             # from_string (recipient expressions, conditions) must not escape:
             # "o'brien@..." would become "o&#39;brien@...".

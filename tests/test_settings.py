@@ -463,3 +463,94 @@ def test_an_extra_channel_that_cannot_be_imported_is_a_settings_error(tmp_path: 
 
     with pytest.raises(ConfigError, match="extra_channels: No module named 'tests.nowhere'"):
         load_settings(path)
+
+
+def _user_settings(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "settings.toml"
+    path.write_text(text)
+    return path
+
+
+def test_a_users_file_adds_to_the_bundled_catalog_and_subscriptions(tmp_path: Path) -> None:
+    path = _user_settings(
+        tmp_path,
+        """
+[api]
+port = 9000
+
+[events."order.shipped"]
+description = "An order left the warehouse"
+
+[[subscriptions]]
+name = "shipped-email"
+event = "order.shipped"
+channel = "email"
+to = "{{ data.email }}"
+template = "user.registered"
+""",
+    )
+
+    settings = load_settings(path)
+
+    assert {"user.registered", "task.failed", "order.shipped"} <= set(settings.events)
+    names = [s.name for s in settings.subscriptions]
+    assert {"welcome-email", "task-failed-oncall", "shipped-email"} <= set(names)
+    assert settings.api.port == 9000
+
+
+def test_a_users_subscription_replaces_or_drops_the_bundled_one_of_its_name(tmp_path: Path) -> None:
+    path = _user_settings(
+        tmp_path,
+        """
+[[subscriptions]]
+name = "welcome-email"
+event = "user.registered"
+channel = "email"
+to = "{{ data.email }}"
+template = "user.registered"
+ttl = "1h"
+
+[[subscriptions]]
+name = "welcome-sms"
+enabled = false
+event = "user.registered"
+channel = "sms"
+to = ""
+template = "user.registered.sms"
+""",
+    )
+
+    by_name = {s.name: s for s in load_settings(path).subscriptions}
+
+    assert by_name["welcome-email"].ttl == "1h"
+    assert "welcome-sms" not in by_name
+    assert "task-failed-oncall" in by_name
+
+
+def test_bundled_entries_can_be_left_out_by_kind(tmp_path: Path) -> None:
+    path = _user_settings(
+        tmp_path,
+        """
+bundled = {events = false, subscriptions = false, templates = false}
+
+[events."order.shipped"]
+description = "An order left the warehouse"
+""",
+    )
+
+    settings = load_settings(path)
+
+    assert list(settings.events) == ["order.shipped"]
+    assert settings.subscriptions == []
+    assert bundled_path("templates") not in settings.all_template_dirs
+
+
+def test_an_error_in_a_users_subscription_names_its_own_line(tmp_path: Path) -> None:
+    path = _user_settings(
+        tmp_path,
+        '[[subscriptions]]\nname = "x"\nevent = "user.registered"\nchannel = "email"\n'
+        'template = "user.registered"\nto = "t"\nttl = "forever"\n',
+    )
+
+    with pytest.raises(ConfigError, match=rf"{re.escape(str(path))}:7: subscriptions\.0\.ttl"):
+        load_settings(path)

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from hub.channels.email import EmailChannel
 from hub.channels.sms import SmsChannel
 from hub.errors import TemplateError
 from hub.settings import bundled_path
-from hub.templates import Templates
+from hub.templates import Templates, context_for
 from tests.conftest import Stack, run_hub
 
 ADA = {"user_id": "1", "email": "ada@example.com", "name": "Ada"}
@@ -47,9 +49,7 @@ def test_sms_preview_counts_segments(
 
 def test_a_missing_variable_is_a_template_error_naming_it(templates: Templates) -> None:
     with pytest.raises(TemplateError, match=r"user.registered.*subject.txt.*no attribute 'name'"):
-        templates.preview(
-            "user.registered", "user.registered", {"email": "a@b.c"}, EmailChannel
-        )
+        templates.preview("user.registered", "user.registered", {"email": "a@b.c"}, EmailChannel)
 
 
 def test_an_unknown_template_is_a_template_error(templates: Templates) -> None:
@@ -114,3 +114,41 @@ def test_the_cli_lists_and_shows_the_outbox(stack: Stack) -> None:
     assert listed.returncode == shown.returncode == 0
     assert notification["id"] in listed.stdout
     assert '"text"' in shown.stdout
+
+
+def test_a_template_folder_is_used_whole_never_mixed_with_the_bundled_one(
+    tmp_path: Path,
+) -> None:
+    # Given a user folder overriding the welcome email's subject and text, but not its HTML
+    own = tmp_path / "user.registered"
+    own.mkdir()
+    (own / "subject.txt").write_text("Hello {{ data.name }}")
+    (own / "body.txt").write_text("Plain welcome, {{ data.name }}.")
+    templates = Templates([tmp_path, bundled_path("templates")])
+
+    rendered = templates.render(
+        "user.registered",
+        {"data": {"name": "Ada", "email": "a@example.com"}},
+        ("subject.txt", "body.txt"),
+    )
+
+    # Then the bundled HTML is not sent beside the new text
+    assert (rendered.subject, rendered.text, rendered.html) == (
+        "Hello Ada",
+        "Plain welcome, Ada.",
+        None,
+    )
+
+
+def test_a_folder_the_user_does_not_override_still_comes_from_the_bundle(tmp_path: Path) -> None:
+    templates = Templates([tmp_path, bundled_path("templates")])
+
+    rendered = templates.render(
+        "user.registered",
+        context_for(
+            "evt_1", "user.registered", {"name": "Ada", "email": "a@example.com", "user_id": "u1"}
+        ),
+        ("subject.txt",),
+    )
+
+    assert rendered.html is not None

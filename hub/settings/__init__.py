@@ -34,6 +34,7 @@ from hub.channels import channel_classes
 from hub.errors import ConfigError
 from hub.settings.models import (
     ApiSettings,
+    BundledSettings,
     ChannelSettings,
     ChannelsSettings,
     DeliverySettings,
@@ -58,6 +59,7 @@ __all__ = [
     "ENV_PREFIX",
     "MAX_DURATION_S",
     "ApiSettings",
+    "BundledSettings",
     "ChannelSettings",
     "ChannelsSettings",
     "DeliverySettings",
@@ -93,6 +95,8 @@ class Settings(BaseSettings):
     template_dirs: list[Path] = Field(default_factory=list)
     # More channel classes, as "module:Class" (installed plugins register themselves).
     extra_channels: list[str] = Field(default_factory=list)
+    # Which bundled entries (event types, subscriptions, templates) a user's file keeps.
+    bundled: BundledSettings = BundledSettings()
     api: ApiSettings = ApiSettings()
     delivery: DeliverySettings = DeliverySettings()
     outbound: OutboundSettings = OutboundSettings()
@@ -131,8 +135,9 @@ class Settings(BaseSettings):
 
     @property
     def all_template_dirs(self) -> list[Path]:
-        """User template folders first, then the templates bundled with the hub."""
-        return [*self.template_dirs, bundled_path("templates")]
+        """User template folders first, then the templates bundled with the hub (if kept)."""
+        bundled = [bundled_path("templates")] if self.bundled.templates else []
+        return [*self.template_dirs, *bundled]
 
 
 def bundled_path(name: str) -> Path:
@@ -164,6 +169,7 @@ def load_settings(path: Path | None = None) -> Settings:
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: invalid TOML: {exc}") from exc
     _check_env_names()
+    data = _with_bundled(data, path)
     try:
         cls = settings_class(_extra_channels(data, path))
         settings = cls(**data)
@@ -174,7 +180,35 @@ def load_settings(path: Path | None = None) -> Settings:
     if errors := _unknown_channels(settings):
         unknown = ValidationError.from_exception_data("Settings", errors)
         raise ConfigError(describe(unknown, path, text)) from None
+    settings.subscriptions = [s for s in settings.subscriptions if s.enabled]
     return settings
+
+
+def _with_bundled(data: dict[str, Any], path: Path) -> dict[str, Any]:
+    """A user's settings on top of the bundled event types and subscriptions.
+
+    A user's entries add to the bundled ones and replace those of the same
+    name; a subscription with ``enabled = false`` drops the bundled one of
+    its name. ``bundled = {events = false}`` (or ``subscriptions``) opts out
+    of a kind. Bundled subscriptions go after the user's, so an error in the
+    user's file keeps pointing at its own line.
+    """
+    bundled_file = bundled_path("settings.toml")
+    if path.resolve() == bundled_file.resolve():
+        return data
+    keep = data.get("bundled", {})
+    keep = keep if isinstance(keep, dict) else {}
+    bundled = tomllib.loads(bundled_file.read_text(encoding="utf-8"))
+    merged = dict(data)
+    events = data.get("events", {})
+    if keep.get("events", True) is not False and isinstance(events, dict):
+        merged["events"] = {**bundled.get("events", {}), **events}
+    subscriptions = data.get("subscriptions", [])
+    if keep.get("subscriptions", True) is not False and isinstance(subscriptions, list):
+        named = {entry.get("name") for entry in subscriptions if isinstance(entry, dict)}
+        extra = [entry for entry in bundled.get("subscriptions", []) if entry["name"] not in named]
+        merged["subscriptions"] = [*subscriptions, *extra]
+    return merged
 
 
 def settings_class(extra_channels: Sequence[str] = ()) -> type[Settings]:

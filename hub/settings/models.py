@@ -380,11 +380,21 @@ class ChannelsSettings(_Strict):
         def __getattr__(self, name: str) -> Any: ...
 
 
+class BundledSettings(_Strict):
+    """Which kinds of the hub's bundled entries a user's settings file keeps (all by default)."""
+
+    events: bool = True
+    subscriptions: bool = True
+    templates: bool = True
+
+
 class EventType(_Strict):
     """One entry of the event catalog: what the event means and its data's JSON schema."""
 
     description: str = ""
     data_schema: dict[str, Any] = Field(default_factory=lambda: {"type": "object"}, alias="schema")
+    # Sample data: what `hub check` renders each template with.
+    example: dict[str, Any] | None = None
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
@@ -393,6 +403,8 @@ class Subscription(_Strict):
     """Who hears about an event, on which channel, with which template."""
 
     name: str
+    # False in a user's file drops the bundled subscription of the same name.
+    enabled: bool = True
     event: str
     channel: str = Field(description="A registered channel, or alert for every alert channel")
     to: str = Field(description="Jinja expression giving the recipient, e.g. {{ data.email }}")
