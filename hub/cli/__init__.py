@@ -13,7 +13,7 @@ from hub.cli import manage, run
 # Commands import what they run when they run: `hub --help` and `hub publish`
 # must not pay for loading Celery, FastAPI or uvicorn.
 cli = typer.Typer(help="hub: event-driven notifications on Celery and Redis.", no_args_is_help=True)
-for command in (run.up, run.api, run.worker, run.beat, manage.publish, manage.outbox):
+for command in (run.up, run.check, run.api, run.worker, run.beat, manage.publish, manage.outbox):
     cli.command()(command)
 cli.add_typer(manage.keys_cli, name="keys")
 cli.add_typer(manage.db_cli, name="db")

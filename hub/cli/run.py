@@ -32,6 +32,25 @@ def _dev_key(settings: Settings) -> str:
     return key
 
 
+def check() -> None:
+    """Validate settings, subscriptions and templates; print each problem with its file and line."""
+    settings = settings_or_fail()
+    _checked_or_fail(settings)
+    typer.echo(
+        f"ok: {len(settings.events)} event types, {len(settings.subscriptions)} subscriptions, "
+        f"templates in {', '.join(str(d) for d in settings.all_template_dirs)}"
+    )
+
+
+def _checked_or_fail(settings: Settings) -> None:
+    from hub.checks import problems
+
+    if found := problems(settings):
+        for line in found:
+            typer.secho(line, fg=typer.colors.RED, err=True)
+        raise fail(f"{len(found)} problem(s) found; nothing was started")
+
+
 def up(
     host: Annotated[str, typer.Option(help="API host [default: api.host]")] = "",
     port: Annotated[int, typer.Option(help="API port [default: api.port]")] = 0,
@@ -43,6 +62,7 @@ def up(
 
     started = time.monotonic()
     settings = settings_or_fail()
+    _checked_or_fail(settings)
     host, port = host or settings.api.host, port or settings.api.port
     settings.var_dir.mkdir(parents=True, exist_ok=True)
     try:
