@@ -76,6 +76,9 @@ class Event(Base):
     routed_at: Mapped[datetime | None]
     routing_attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     error: Mapped[str | None] = mapped_column(Text)
+    # Who the publisher named: recipient ids (inline ones already stored) and topic keys.
+    recipients: Mapped[list[str] | None] = mapped_column(JSON)
+    topics: Mapped[list[str] | None] = mapped_column(JSON)
 
     __table_args__ = (Index("ix_events_status_created", "status", "created_at"),)
 
@@ -88,6 +91,8 @@ class Notification(Base):
     subscription: Mapped[str] = mapped_column(String(200))
     channel: Mapped[str] = mapped_column(String(40))
     recipient: Mapped[str] = mapped_column(String(500))
+    # The stored recipient it goes to, when it was addressed by id or topic.
+    recipient_id: Mapped[str | None] = mapped_column(String(200), index=True)
     template: Mapped[str] = mapped_column(String(200))
     status: Mapped[str] = mapped_column(String(20), default=NotificationStatus.QUEUED)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
