@@ -19,6 +19,8 @@ cli.add_typer(manage.keys_cli, name="keys")
 cli.add_typer(manage.db_cli, name="db")
 cli.add_typer(manage.notifications_cli, name="notifications")
 cli.add_typer(manage.templates_cli, name="templates")
+cli.add_typer(manage.recipients_cli, name="recipients")
+cli.add_typer(manage.topics_cli, name="topics")
 
 
 def main() -> None:

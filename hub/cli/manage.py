@@ -1,11 +1,12 @@
-"""Commands for running the hub day to day: publish, keys, dead letters, outbox, templates."""
+"""Day-to-day commands: publish, keys, dead letters, outbox, templates, recipients, topics."""
 
 from __future__ import annotations
 
 import json
 import time
 from datetime import UTC, datetime
-from typing import Annotated
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -21,10 +22,15 @@ from hub.errors import (
 )
 from hub.settings import parse_duration
 
+if TYPE_CHECKING:
+    from hub.recipients import RecipientError
+
 keys_cli = typer.Typer(help="Manage API keys.", no_args_is_help=True)
 db_cli = typer.Typer(help="Manage the store's schema.", no_args_is_help=True)
 notifications_cli = typer.Typer(help="Find and resend dead letters.", no_args_is_help=True)
 templates_cli = typer.Typer(help="Preview templates.", no_args_is_help=True)
+recipients_cli = typer.Typer(help="Store recipients.", no_args_is_help=True)
+topics_cli = typer.Typer(help="Manage topics' members.", no_args_is_help=True)
 
 
 def publish(
@@ -267,3 +273,92 @@ def templates_preview(
         typer.echo("\n--- " + ", ".join(f"{k}: {v}" for k, v in details.items()))
 
 
+@recipients_cli.command("import")
+def recipients_import(
+    file: Annotated[
+        Path, typer.Argument(metavar="FILE", help="FILE.csv (header row) or FILE.jsonl")
+    ],
+) -> None:
+    """Create or merge recipients from a file; each bad line is reported as FILE:LINE.
+
+    The good lines are stored even when others are bad (then the exit code is 2).
+    In a CSV an empty cell keeps its field, and data/preferences hold JSON.
+    """
+    from hub import recipients
+
+    _migrated_store()
+    try:
+        report = recipients.import_file(file)
+    except OSError as exc:
+        raise fail(f"{file}: cannot read: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise fail(f"{file}: not UTF-8 text") from None
+    for line, message in report.errors:
+        typer.echo(f"{file}:{line}: {message}", err=True)
+    bad_lines = len({line for line, _ in report.errors})
+    summary = f"imported {report.imported} recipient(s)"
+    if bad_lines:
+        raise fail(f"{summary}; {bad_lines} line(s) with errors were skipped")
+    typer.echo(summary, err=True)
+
+
+@topics_cli.command("add")
+def topics_add(
+    key: Annotated[str, typer.Argument(metavar="KEY", help="The topic, e.g. oncall")],
+    ids: Annotated[list[str], typer.Argument(metavar="ID...", help="Recipient ids")],
+) -> None:
+    """Add stored recipients to a topic (members already in it stay as they are)."""
+    from hub import recipients
+
+    _migrated_store()
+    try:
+        added = recipients.add_to_topic(key, ids)
+    except recipients.RecipientError as exc:
+        raise fail(_topic_problems(exc, ids)) from None
+    typer.echo(f"added {added} member(s) to topic {key!r}", err=True)
+
+
+@topics_cli.command("remove")
+def topics_remove(
+    key: Annotated[str, typer.Argument(metavar="KEY", help="The topic")],
+    id: Annotated[str, typer.Argument(metavar="ID", help="A recipient id")],
+) -> None:
+    """Take one recipient out of a topic."""
+    from hub import recipients
+
+    _migrated_store()
+    if not recipients.remove_from_topic(key, id):
+        raise fail(f"{id!r} is not a member of topic {key!r}")
+    typer.echo(f"removed {id!r} from topic {key!r}", err=True)
+
+
+@topics_cli.command("list")
+def topics_list(key: Annotated[str, typer.Argument(metavar="KEY", help="The topic")]) -> None:
+    """A topic's members' ids, one a line, oldest member first."""
+    from hub import recipients
+
+    _migrated_store()
+    listed = 0
+    after = None
+    while True:
+        page, after = recipients.topic_page(key, after, 1000)
+        for member in page:
+            typer.echo(member.recipient_id)
+        listed += len(page)
+        if after is None:
+            break
+    typer.echo(f"{listed} member(s) in topic {key!r}", err=True)
+
+
+def _topic_problems(exc: RecipientError, ids: list[str]) -> str:
+    """What is wrong with ``hub topics add``'s arguments, naming each bad id."""
+    lines = []
+    for error in exc.errors:
+        match error["loc"]:
+            case ["recipients", int(index), *_]:
+                lines.append(f"{ids[index]!r}: {error['msg']}")
+            case ["topic", *_]:
+                lines.append(f"KEY: {error['msg']}")
+            case _:
+                lines.append(str(error["msg"]))
+    return "; ".join(lines)
