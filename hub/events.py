@@ -23,12 +23,15 @@ from jsonschema import Draft202012Validator, FormatChecker
 from jsonschema.exceptions import SchemaError
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
+from hub import recipients
 from hub.addresses import email_address
 from hub.errors import BrokerUnavailable, ConfigError, EventError
+from hub.recipients import RecipientError
 from hub.settings import EventType, get_settings
 from hub.store import events as stored_events
 from hub.store.db import session
 from hub.store.models import Event
+from hub.store.recipients import RecipientChange, upsert_recipients
 from hub.worker import enqueue_routes
 
 _REQUIRED = re.compile(r"^'(.+)' is a required property$")
@@ -129,12 +132,26 @@ def new_event_id() -> str:
     return f"evt_{int(time.time() * 1000):012x}{os.urandom(8).hex()}"
 
 
+@dataclass(frozen=True, slots=True)
+class Addressing:
+    """Who an event names, as received: recipient ids or inline recipients, and topic keys."""
+
+    recipients: Sequence[Any] = ()
+    topics: Sequence[Any] = ()
+
+
+NOBODY = Addressing()
+# Recipients or topics one event may name; a topic stands for any number of members.
+MAX_NAMED = 1000
+
+
 def publish(
     event_type: str,
     data: Any,
     idempotency_key: str | None = None,
     *,
     keep_if_broker_down: bool = False,
+    to: Addressing = NOBODY,
 ) -> Accepted:
     """Validate, store and enqueue one event.
 
@@ -146,7 +163,8 @@ def publish(
     the hub, which cannot retry, pass ``keep_if_broker_down``: the event stays
     and the sweeper enqueues it once the broker is back.
     """
-    event = _validated(event_type, data, idempotency_key)
+    event, inline = _validated(event_type, data, idempotency_key, to)
+    _upsert(inline)
     [answer] = _store_and_enqueue([event], keep_if_broker_down=keep_if_broker_down)
     if isinstance(answer, EventError):
         raise answer
@@ -154,7 +172,7 @@ def publish(
 
 
 async def publish_together(
-    event_type: str, data: Any, idempotency_key: str | None = None
+    event_type: str, data: Any, idempotency_key: str | None = None, to: Addressing = NOBODY
 ) -> Accepted:
     """:func:`publish` for many concurrent callers on one event loop (the API).
 
@@ -162,11 +180,22 @@ async def publish_together(
     transaction and one broker message (see :class:`_Coalescer`); each caller
     still returns only once its own event is stored and enqueued.
     """
-    event = _validated(event_type, data, idempotency_key)
+    event, inline = _validated(event_type, data, idempotency_key, to)
+    if inline:
+        await asyncio.to_thread(_upsert, inline)
     return await _coalescer().submit(event)
 
 
-def _validated(event_type: str, data: Any, idempotency_key: str | None) -> Event:
+def _upsert(inline: Sequence[RecipientChange]) -> None:
+    """Store the inline recipients of events about to be stored (a merge, safe to repeat)."""
+    if inline:
+        with session(get_settings().resolved_database_url) as db:
+            upsert_recipients(db, inline)
+
+
+def _validated(
+    event_type: str, data: Any, idempotency_key: str | None, to: Addressing = NOBODY
+) -> tuple[Event, list[RecipientChange]]:
     """The event to store, or :class:`EventError` naming each field that is wrong.
 
     What no store or worker can take is refused before the schema is checked
@@ -178,11 +207,50 @@ def _validated(event_type: str, data: Any, idempotency_key: str | None) -> Event
     if idempotency_key is not None:
         errors += _text_errors(["id"], idempotency_key, control=True)
     errors += _data_errors(data, limits.max_depth, limits.max_string_bytes)
+    ids, inline, addressing_errors = _addressing(to)
+    errors += addressing_errors
     if errors:
         fields = ", ".join(".".join(map(str, e["loc"])) for e in errors)
         raise EventError(f"invalid event: {fields}", errors)
     catalog().validate(event_type, data)
-    return Event(id=new_event_id(), type=event_type, data=data, idempotency_key=idempotency_key)
+    event = Event(
+        id=new_event_id(),
+        type=event_type,
+        data=data,
+        idempotency_key=idempotency_key,
+        recipients=ids or None,
+        topics=list(dict.fromkeys(to.topics)) or None,
+    )
+    return event, inline
+
+
+def _addressing(to: Addressing) -> tuple[list[str], list[RecipientChange], list[dict[str, Any]]]:
+    """The recipient ids an event names, its inline recipients to store, and what is wrong."""
+    errors: list[dict[str, Any]] = []
+    for field, named in (("recipients", to.recipients), ("topics", to.topics)):
+        if len(named) > MAX_NAMED:
+            errors.append(_error([field], f"more than {MAX_NAMED} entries", "limit_exceeded"))
+    ids: list[str] = []
+    inline: list[RecipientChange] = []
+    for index, entry in enumerate(to.recipients):
+        loc: list[str | int] = ["recipients", index]
+        if isinstance(entry, str):
+            errors += [{**e, "loc": [*loc, *e["loc"]]} for e in recipients.key_errors(entry)]
+            ids.append(entry)
+            continue
+        try:
+            change = recipients.parse(entry)
+        except RecipientError as exc:
+            errors += [{**e, "loc": [*loc, *e["loc"]]} for e in exc.errors]
+            continue
+        inline.append(change)
+        ids.append(change.id)
+    for index, topic in enumerate(to.topics):
+        problems = recipients.topic_errors(topic) if isinstance(topic, str) else None
+        if problems is None:
+            problems = [_error([], "expected a string", "string_type")]
+        errors += [{**e, "loc": ["topics", index, *e["loc"]]} for e in problems]
+    return list(dict.fromkeys(ids)), inline, errors
 
 
 def _text_errors(loc: list[str | int], text: str, control: bool = False) -> list[dict[str, Any]]:
@@ -268,8 +336,9 @@ def _answer(event: Event, first: Event, new: bool) -> Accepted | EventError:
 
 
 def _payload(event: Event) -> str:
-    """What an idempotency key stands for: the event's type and data, canonically."""
-    return json.dumps([event.type, event.data], sort_keys=True, separators=(",", ":"))
+    """What an idempotency key stands for: type, data and addressing, canonically."""
+    named = [event.type, event.data, event.recipients or [], event.topics or []]
+    return json.dumps(named, sort_keys=True, separators=(",", ":"))
 
 
 def _conflict(event: Event, first: Event) -> EventError:
@@ -380,6 +449,7 @@ class Incoming:
     type: str
     data: Any
     idempotency_key: str | None = None
+    to: Addressing = NOBODY
 
 
 def publish_many(incoming: Sequence[Incoming]) -> list[Accepted | EventError]:
@@ -392,11 +462,16 @@ def publish_many(incoming: Sequence[Incoming]) -> list[Accepted | EventError]:
     """
     rejected: dict[int, EventError] = {}
     valid: list[Event] = []
+    inline: list[RecipientChange] = []
     for index, item in enumerate(incoming):
         try:
-            valid.append(_validated(item.type, item.data, item.idempotency_key))
+            event, named = _validated(item.type, item.data, item.idempotency_key, item.to)
         except EventError as exc:
             rejected[index] = exc
+            continue
+        valid.append(event)
+        inline += named
+    _upsert(inline)
     stored = iter(_store_valid(valid) if valid else [])
     return [rejected[i] if i in rejected else next(stored) for i in range(len(incoming))]
 

@@ -50,10 +50,17 @@ STORE_RETRIES: dict[str, object] = {
 
 
 @shared_task(name="hub.publish")
-def publish(type: str, data: dict[str, Any], id: str | None = None) -> dict[str, Any]:
+def publish(
+    type: str,
+    data: dict[str, Any],
+    id: str | None = None,
+    recipients: list[Any] | None = None,
+    topics: list[str] | None = None,
+) -> dict[str, Any]:
     """Publish an event from another Celery app: ``send_task("hub.publish", kwargs=...)``."""
+    to = events.Addressing(recipients or [], topics or [])
     try:
-        accepted = events.publish(type, data, id, keep_if_broker_down=True)
+        accepted = events.publish(type, data, id, keep_if_broker_down=True, to=to)
     except EventError as exc:
         # Retrying cannot fix bad input; record why in the worker log and result.
         log.error("rejected event from send_task: %s %s", exc, exc.errors)

@@ -31,6 +31,15 @@ class EventIn(BaseModel):
         None, min_length=1, max_length=200, description="Idempotency key chosen by the publisher"
     )
     data: dict[str, Any] = Field(default_factory=dict)
+    recipients: list[str | dict[str, Any]] = Field(
+        default_factory=list,
+        description='Recipient ids, or inline recipients stored as given: ["user-1", {"id": ...}]',
+    )
+    topics: list[str] = Field(default_factory=list, description="Topic keys: every member hears")
+
+    @property
+    def to(self) -> events.Addressing:
+        return events.Addressing(self.recipients, self.topics)
 
 
 class BatchIn(BaseModel):
@@ -118,7 +127,7 @@ def add_event_routes(app: FastAPI, database_url: str, access: Access) -> None:
         """
         check_publish(principal, event.type)
         key = _idempotency_key(event.id, idempotency_key)
-        accepted = await events.publish_together(event.type, event.data, key)
+        accepted = await events.publish_together(event.type, event.data, key, event.to)
         return AcceptedOut(id=accepted.id, duplicate=accepted.duplicate)
 
     @app.post(
@@ -142,7 +151,7 @@ def add_event_routes(app: FastAPI, database_url: str, access: Access) -> None:
                 errors = [_item_error(index, e) for e in exc.errors(include_url=False)]
                 results[index] = BatchItemOut(index=index, status="rejected", errors=errors)
                 continue
-            incoming.append((index, events.Incoming(item.type, item.data, item.id)))
+            incoming.append((index, events.Incoming(item.type, item.data, item.id, item.to)))
         incoming = _publishable(principal, incoming, results)
         answers = events.publish_many([item for _, item in incoming])
         for (index, _), answer in zip(incoming, answers, strict=True):

@@ -102,6 +102,8 @@ def _event_row(event: Event) -> dict[str, Any]:
         "type": event.type,
         "idempotency_key": event.idempotency_key,
         "data": event.data,
+        "recipients": event.recipients,
+        "topics": event.topics,
         "status": EventStatus.ACCEPTED,
         "created_at": utcnow(),
     }

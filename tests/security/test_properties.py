@@ -47,7 +47,7 @@ def test_validation_yields_a_storable_event_or_a_clear_error(
     event_type: str, data: Any, key: str | None
 ) -> None:
     try:
-        event = events._validated(event_type, data, key or None)
+        event, _ = events._validated(event_type, data, key or None)
     except EventError as exc:
         assert exc.errors
         for error in exc.errors:
