@@ -1,23 +1,36 @@
-"""Routing: which notifications an event produces, from the subscriptions in settings.
+"""Routing: which notifications an event produces, from the subscriptions of settings and store.
 
-Pure logic over the event's data: no broker, no provider. Routing does not
-judge addresses (it knows no channel's rules): a ``to`` renders one recipient,
-and delivery fails it as ``invalid_address`` if it is none.
+Logic over the event's data: no broker, no provider. Routing does not judge
+addresses (it knows no channel's rules): a ``to`` renders one recipient, and
+delivery fails it as ``invalid_address`` if it is none.
+
+Subscriptions come from settings (read-only) and from the store (made through
+the API or ``hub subscriptions add``). Each process keeps them compiled in a
+:class:`Router`; before routing, it reads the store's subscriptions version
+(one primary-key SELECT in the routing transaction) and reloads the stored
+ones when it moved. So a change applies to the next event on every worker,
+on any machine, with no restart and no signal.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Sequence
+from dataclasses import dataclass
+from fnmatch import fnmatchcase
 from typing import Any
 
 import jinja2
+from pydantic import ValidationError
 from sqlalchemy.orm import Session
 
 from hub.errors import ConfigError, TemplateError
+from hub.filters import Filter, parse_filter
 from hub.settings import ALERT, Settings, Subscription
 from hub.store import events as stored_events
 from hub.store import notifications as stored_notifications
+from hub.store import subscriptions as stored_subscriptions
 from hub.store.models import Notification
 from hub.store.notifications import NewNotification, notification_id
 from hub.templates import Templates, context_for
@@ -29,32 +42,199 @@ log = logging.getLogger(__name__)
 MAX_RECIPIENT_CHARS: int = Notification.__table__.c.recipient.type.length  # type: ignore[attr-defined]
 
 
-def check_subscriptions(settings: Settings, templates: Templates) -> None:
-    """Fail at start-up on a subscription to an unknown event or with a broken expression."""
-    for index, subscription in enumerate(settings.subscriptions):
-        where = f"subscriptions[{index}] ({subscription.name!r})"
-        if subscription.event not in settings.events:
-            raise ConfigError(f"{where}.event: {subscription.event!r} is not in the event catalog")
+def is_glob(pattern: str) -> bool:
+    """Whether a subscription's ``event`` is a glob (``task.*``) rather than one type."""
+    return any(char in pattern for char in "*?[")
+
+
+def subscription_errors(
+    subscription: Subscription, settings: Settings, templates: Templates
+) -> list[dict[str, Any]]:
+    """What is wrong with ``subscription`` here, as ``{"loc", "msg", "type"}`` (FastAPI's shape).
+
+    Its channel must exist; its event must be in the catalog, or as a glob
+    match at least one type there (a glob matching none is a typo); its
+    expressions must compile; its template must have every part its channel
+    needs. Its own fields (filter, durations) were checked when it was built.
+    """
+    errors = []
+    known = [*settings.channel_classes, ALERT]
+    if subscription.channel not in known:
+        message = f"unknown channel {subscription.channel!r}; known: {', '.join(known)}"
+        errors.append(_error("channel", message, "unknown_channel"))
+    if problem := _event_problem(subscription.event, settings):
+        errors.append(_error("event", problem, "unknown_event_type"))
+    for field, source, compile_source in (
+        ("to", subscription.to, templates.env.from_string),
+        ("when", subscription.when, templates.env.compile_expression),
+    ):
         try:
-            templates.env.from_string(subscription.to)
-            if subscription.when:
-                templates.env.compile_expression(subscription.when)
+            if source:
+                compile_source(source)
         except jinja2.TemplateSyntaxError as exc:
-            raise ConfigError(f"{where}: {exc.message}") from exc
+            errors.append(_error(field, exc.message or "invalid expression", "template_syntax"))
+    if subscription.channel in known and (
+        problem := _template_problem(subscription, settings, templates)
+    ):
+        errors.append(_error("template", problem, "unknown_template"))
+    return errors
+
+
+def check_subscriptions(settings: Settings, templates: Templates) -> None:
+    """Fail at start-up on the first problem :func:`subscription_errors` finds in settings."""
+    for index, subscription in enumerate(settings.subscriptions):
+        for error in subscription_errors(subscription, settings, templates):
+            where = f"subscriptions[{index}] ({subscription.name!r})"
+            raise ConfigError(f"{where}.{error['loc'][0]}: {error['msg']}")
+
+
+def stored_definition(subscription: Subscription) -> dict[str, Any]:
+    """What the store keeps of a subscription: the fields it was given, but its name.
+
+    Defaults are left out, so a later hub's default applies to it too; the
+    name is the row's key, added back when it is loaded.
+    """
+    return subscription.model_dump(mode="json", exclude_unset=True, exclude={"name"})
+
+
+def _error(field: str, message: str, kind: str) -> dict[str, Any]:
+    return {"loc": [field], "msg": message, "type": kind}
+
+
+def _event_problem(event: str, settings: Settings) -> str | None:
+    if not is_glob(event):
+        return None if event in settings.events else f"{event!r} is not in the event catalog"
+    if any(fnmatchcase(known, event) for known in settings.events):
+        return None
+    return f"{event!r} matches no event type in the catalog"
+
+
+def _template_problem(
+    subscription: Subscription, settings: Settings, templates: Templates
+) -> str | None:
+    """Why the template cannot serve the subscription's channel(s), or None."""
+    name, loader = subscription.template, templates.env.loader
+    assert loader is not None  # Templates always builds its environment with one
+    alert = subscription.channel == ALERT
+    channels = settings.channels.alert_targets if alert else [subscription.channel]
+    for channel in channels:
+        for part in settings.channel_classes[channel].parts:
+            try:
+                loader.get_source(templates.env, f"{name}/{part}")
+            except jinja2.TemplateNotFound:
+                if not any(found.startswith(f"{name}/") for found in loader.list_templates()):
+                    return f"no template named {name!r}"
+                return f"template {name!r} has no {part}, which {channel} needs"
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """A subscription compiled for routing: its filter parsed once."""
+
+    subscription: Subscription
+    filter: Filter | None
+
+    @classmethod
+    def of(cls, subscription: Subscription) -> Route:
+        spec = subscription.filter
+        return cls(subscription, None if spec is None else parse_filter(spec))
+
+
+class Routes:
+    """Compiled subscriptions in order, and those each event type matches, worked out once."""
+
+    def __init__(self, routes: Sequence[Route]) -> None:
+        self._all = tuple(routes)
+        # Bounded by the catalog: only events of known types are stored.
+        self._by_type: dict[str, tuple[Route, ...]] = {}
+
+    def __len__(self) -> int:
+        return len(self._all)
+
+    def matching(self, event_type: str) -> tuple[Route, ...]:
+        """The routes whose ``event`` (a type or a glob) matches ``event_type``, in order."""
+        found = self._by_type.get(event_type)
+        if found is None:
+            found = tuple(r for r in self._all if fnmatchcase(event_type, r.subscription.event))
+            self._by_type[event_type] = found
+        return found
+
+
+class Router:
+    """One process's subscriptions: those of settings, then the store's at the version it read.
+
+    A stored subscription this hub no longer accepts (saved by another
+    version), or whose name a settings one took since, is left out with an
+    error in the log; the rest route as usual.
+    """
+
+    def __init__(self, settings: Settings, templates: Templates) -> None:
+        self.settings = settings
+        self.templates = templates
+        self._fixed = [Route.of(subscription) for subscription in settings.subscriptions]
+        self._routes = Routes(self._fixed)
+        self._version: int | None = None
+        self._lock = threading.Lock()
+
+    def routes(self, db: Session) -> Routes:
+        """The routes to use in ``db``'s transaction, reloaded first if the version moved."""
+        version = stored_subscriptions.version(db)
+        if version != self._version:
+            with self._lock:
+                if version != self._version:
+                    # Read after the version: a change committed in between
+                    # is loaded again next time, never missed.
+                    self._routes = Routes([*self._fixed, *self._stored(db)])
+                    self._version = version
+                    log.info("subscriptions at version %d: %d in all", version, len(self._routes))
+        return self._routes
+
+    def _stored(self, db: Session) -> list[Route]:
+        taken = {route.subscription.name for route in self._fixed}
+        routes = []
+        for name, definition in stored_subscriptions.definitions(db):
+            if name in taken:
+                log.error("stored subscription %r skipped: settings define one of that name", name)
+                continue
+            try:
+                subscription = Subscription.model_validate({**definition, "name": name})
+            except ValidationError as exc:
+                log.error("stored subscription %r skipped: %s", name, exc)
+                continue
+            if subscription.enabled:
+                routes.append(Route.of(subscription))
+        return routes
+
+
+# The router of this process's runtime, found by its settings and templates:
+# a runtime rebuilt with new ones (a reload) gets a new router.
+_router: Router | None = None
+
+
+def router(settings: Settings, templates: Templates) -> Router:
+    """This process's :class:`Router` for ``settings`` and ``templates``."""
+    global _router
+    current = _router
+    if current is None or current.settings is not settings or current.templates is not templates:
+        current = _router = Router(settings, templates)
+    return current
 
 
 def plan(
     event_id: str,
     event_type: str,
     data: dict[str, Any],
-    subscriptions: Sequence[Subscription],
+    routes: Sequence[Route],
     templates: Templates,
     alert_targets: Sequence[str],
 ) -> list[NewNotification]:
-    """The notifications ``event`` must produce: one per subscription and channel.
+    """The notifications ``event`` must produce: one per matching route and channel.
 
-    A subscription whose ``when`` is false, or whose recipient renders empty,
-    produces nothing. Its ``to`` names one recipient: a rendered list (commas,
+    ``routes`` are those matching the event's type. One whose filter or
+    ``when`` is false, whose ``to`` is empty (it will send to the recipients
+    an event names, a later step), or whose recipient renders empty, produces
+    nothing. Its ``to`` names one recipient: a rendered list (commas,
     semicolons, spaces) is kept whole, never fanned out, and fails delivery as
     an invalid address. One too long to store is cut to
     :data:`MAX_RECIPIENT_CHARS`, which no address reaches, so it fails the same
@@ -62,9 +242,11 @@ def plan(
     for every target in ``alert_targets``.
     """
     context = context_for(event_id, event_type, data)
+    event = {"type": event_type, "id": event_id, "data": data}
     planned: dict[str, NewNotification] = {}
-    for subscription in subscriptions:
-        if subscription.event != event_type:
+    for route in routes:
+        subscription = route.subscription
+        if not subscription.to or (route.filter is not None and not route.filter.matches(event)):
             continue
         try:
             if subscription.when and not templates.condition(subscription.when, context):
@@ -97,9 +279,11 @@ def route_events(
 ) -> list[tuple[str, str]]:
     """Store the notifications of stored events in ``db``; ``(id, channel)`` of those to deliver.
 
-    Safe to repeat: notification ids are deterministic, so a redelivered
-    routing task finds the rows it already made.
+    The subscriptions are this process's, brought up to the store's version in
+    ``db``'s transaction first. Safe to repeat: notification ids are
+    deterministic, so a redelivered routing task finds the rows it already made.
     """
+    routes = router(settings, templates).routes(db)
     stored = stored_events.events_by_id(db, event_ids)
     routed = [stored[event_id] for event_id in event_ids if event_id in stored]
     planned = [
@@ -109,7 +293,7 @@ def route_events(
             event.id,
             event.type,
             event.data,
-            settings.subscriptions,
+            routes.matching(event.type),
             templates,
             settings.channels.alert_targets,
         )

@@ -22,6 +22,7 @@ from hub.api.event_routes import add_event_routes
 from hub.api.limits import RequestLimits
 from hub.api.notification_routes import add_notification_routes
 from hub.api.recipient_routes import add_recipient_routes
+from hub.api.subscription_routes import add_subscription_routes
 from hub.api.template_routes import add_template_routes
 from hub.circuit import circuit_breakers
 from hub.errors import BrokerUnavailable, EventError, InvalidFilter
@@ -66,6 +67,7 @@ def create_app() -> FastAPI:
     add_callback_routes(app, settings)
     add_template_routes(app, settings, access)
     add_recipient_routes(app, access)
+    add_subscription_routes(app, settings, access)
     breakers = circuit_breakers(settings.rate_limit_redis_url)
     add_channel_routes(app, settings, breakers, access)
     return app

@@ -21,6 +21,7 @@ cli.add_typer(manage.notifications_cli, name="notifications")
 cli.add_typer(manage.templates_cli, name="templates")
 cli.add_typer(manage.recipients_cli, name="recipients")
 cli.add_typer(manage.topics_cli, name="topics")
+cli.add_typer(manage.subscriptions_cli, name="subscriptions")
 
 
 def main() -> None:

@@ -1,4 +1,7 @@
-"""Day-to-day commands: publish, keys, dead letters, outbox, templates, recipients, topics."""
+"""Day-to-day commands: publish, keys, dead letters, outbox, templates, recipients, topics.
+
+And subscriptions: list them all, add and remove those kept in the store.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +9,7 @@ import json
 import time
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -20,7 +23,7 @@ from hub.errors import (
     InvalidFilter,
     TemplateError,
 )
-from hub.settings import parse_duration
+from hub.settings import Subscription, parse_duration
 
 if TYPE_CHECKING:
     from hub.recipients import RecipientError
@@ -31,6 +34,9 @@ notifications_cli = typer.Typer(help="Find and resend dead letters.", no_args_is
 templates_cli = typer.Typer(help="Preview templates.", no_args_is_help=True)
 recipients_cli = typer.Typer(help="Store recipients.", no_args_is_help=True)
 topics_cli = typer.Typer(help="Manage topics' members.", no_args_is_help=True)
+subscriptions_cli = typer.Typer(
+    help="List subscriptions; add and remove those kept in the store.", no_args_is_help=True
+)
 
 
 def publish(
@@ -362,3 +368,125 @@ def _topic_problems(exc: RecipientError, ids: list[str]) -> str:
             case _:
                 lines.append(str(error["msg"]))
     return "; ".join(lines)
+
+
+@subscriptions_cli.command("list")
+def subscriptions_list() -> None:
+    """Every subscription: the settings file's (read-only), then the store's (API and CLI)."""
+    from hub.store import subscriptions as stored
+    from hub.store.db import session
+
+    settings = settings_or_fail()
+    with session(_migrated_store()) as db:
+        kept = stored.definitions(db)
+    rows = [["NAME", "SOURCE", "EVENT", "CHANNEL", "TEMPLATE", "TO", "FILTER"]]
+    listed = [(s.name, "settings", s.model_dump(mode="json")) for s in settings.subscriptions]
+    listed += [(name, "api", definition) for name, definition in kept]
+    for name, source, definition in listed:
+        filter_ = definition.get("filter")
+        shown = "-" if filter_ is None else json.dumps(filter_, separators=(",", ":"))
+        fields = [str(definition.get(key) or "-") for key in ("event", "channel", "template", "to")]
+        rows.append([name, source, *fields, shown])
+    widths = [max(len(cell) for cell in column) for column in zip(*rows, strict=True)]
+    for row in rows:
+        typer.echo("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+
+
+@subscriptions_cli.command("add")
+def subscriptions_add(
+    file: Annotated[
+        str | None,
+        typer.Option("--file", help="A subscription as JSON, as POST /v1/subscriptions takes"),
+    ] = None,
+    name: Annotated[str | None, typer.Option(help="Its unique name")] = None,
+    event: Annotated[str | None, typer.Option(help="An event type, or a glob like task.*")] = None,
+    channel: Annotated[str | None, typer.Option(help="A channel, or alert")] = None,
+    template: Annotated[str | None, typer.Option(help="Template folder")] = None,
+    to: Annotated[
+        str | None, typer.Option(help="Recipient expression, e.g. {{ data.email }}")
+    ] = None,
+    when: Annotated[str | None, typer.Option(help="Jinja condition")] = None,
+    filter_: Annotated[
+        str | None,
+        typer.Option("--filter", help='JSON condition, e.g. {"data.plan": {"in": ["pro"]}}'),
+    ] = None,
+    category: Annotated[str | None, typer.Option(help="Category people can opt out of")] = None,
+    priority: Annotated[str | None, typer.Option(help="critical, high, normal or low")] = None,
+    ttl: Annotated[str | None, typer.Option(help="Not worth sending after, e.g. 10m")] = None,
+    delay: Annotated[str | None, typer.Option(help="e.g. 10m (stored; acted on later)")] = None,
+    digest: Annotated[str | None, typer.Option(help="e.g. 1h (stored; acted on later)")] = None,
+) -> None:
+    """Add a subscription to the store; every worker routes its next event with it.
+
+    Flags add to --file, or replace its fields.
+    """
+    from sqlalchemy.exc import IntegrityError
+
+    from hub.routing import stored_definition
+    from hub.store import subscriptions as stored
+    from hub.store.db import session
+
+    definition = json_option("--file", f"@{file}") if file else {}
+    if not isinstance(definition, dict):
+        raise fail(f"--file: {file} holds no JSON object")
+    flags = {
+        "name": name,
+        "event": event,
+        "channel": channel,
+        "template": template,
+        "to": to,
+        "when": when,
+        "filter": None if filter_ is None else json_option("--filter", filter_),
+        "category": category,
+        "priority": priority,
+        "ttl": ttl,
+        "delay": delay,
+        "digest": digest,
+    }
+    definition.update({key: value for key, value in flags.items() if value is not None})
+    subscription = _subscription_or_fail(definition)
+    try:
+        with session(_migrated_store()) as db:
+            stored.add(db, subscription.name, stored_definition(subscription))
+    except IntegrityError:
+        raise fail(f"a subscription named {subscription.name!r} exists") from None
+    typer.echo(f"subscription {subscription.name!r} added", err=True)
+
+
+@subscriptions_cli.command("remove")
+def subscriptions_remove(
+    name: Annotated[str, typer.Argument(help="The subscription's name")],
+) -> None:
+    """Remove a subscription from the store; every worker routes its next event without it."""
+    from hub.store import subscriptions as stored
+    from hub.store.db import session
+
+    if name in {subscription.name for subscription in settings_or_fail().subscriptions}:
+        raise fail(f"subscription {name!r} comes from the settings file: change it there")
+    with session(_migrated_store()) as db:
+        removed = stored.remove(db, name)
+    if not removed:
+        raise fail(f"no subscription named {name!r} in the store")
+    typer.echo(f"subscription {name!r} removed", err=True)
+
+
+def _subscription_or_fail(definition: dict[str, Any]) -> Subscription:
+    """``definition`` as a subscription the store may keep, or exit naming each bad field."""
+    from pydantic import ValidationError
+
+    from hub.routing import subscription_errors
+    from hub.templates import Templates
+
+    try:
+        subscription = Subscription.model_validate(definition)
+    except ValidationError as exc:
+        errors = [{"loc": list(e["loc"]), "msg": e["msg"]} for e in exc.errors()]
+    else:
+        settings = settings_or_fail()
+        if subscription.name in {s.name for s in settings.subscriptions}:
+            raise fail(f"subscription {subscription.name!r} comes from the settings file")
+        templates = Templates(settings.all_template_dirs)
+        errors = subscription_errors(subscription, settings, templates)
+    if errors:
+        raise fail("\n".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in errors))
+    return subscription

@@ -14,12 +14,15 @@ from pydantic import (
     Discriminator,
     Field,
     SecretStr,
+    StrictFloat,
+    StrictInt,
     Tag,
     ValidationInfo,
     create_model,
     field_validator,
     model_validator,
 )
+from pydantic_core import PydanticCustomError
 
 from hub.errors import ConfigError
 from hub.settings.units import Rate, parse_duration
@@ -399,20 +402,59 @@ class EventType(_Strict):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
 
+# How urgent a subscription's notifications are, most urgent first.
+Priority = Literal["critical", "high", "normal", "low"]
+# A duration as new fields take it: "10m", or seconds; strict, so true is not 1s.
+Duration = str | StrictInt | StrictFloat
+
+
+class EscalationStep(_Strict):
+    """One step of a failure alert's escalation: after how long, on which channel, to whom."""
+
+    after: Duration
+    channel: str = Field(min_length=1)
+    to: str = ""
+
+    @field_validator("after")
+    @classmethod
+    def _valid_after(cls, value: Duration) -> Duration:
+        parse_duration(value, "after", positive=False)
+        return value
+
+
 class Subscription(_Strict):
     """Who hears about an event, on which channel, with which template."""
 
-    name: str
+    name: str = Field(min_length=1, max_length=200)
     # False in a user's file drops the bundled subscription of the same name.
     enabled: bool = True
-    event: str
+    event: str = Field(description="An event type, or a glob of them such as task.*")
     channel: str = Field(description="A registered channel, or alert for every alert channel")
-    to: str = Field(description="Jinja expression giving the recipient, e.g. {{ data.email }}")
+    # Empty: the recipients an event names (a later step); until then such a
+    # subscription sends nothing.
+    to: str = Field("", description="Jinja expression giving the recipient, e.g. {{ data.email }}")
     template: str
     when: str = Field("", description="Optional Jinja condition, e.g. data.phone is defined")
+    # A JSON condition on the event (hub.filters), checked when settings load.
+    filter: dict[str, Any] | None = Field(
+        None, description='e.g. {"data.severity": {"in": ["error", "critical"]}}'
+    )
     # Not worth sending after this long ("10m" for a verification code): the
     # notification is then expired instead. Empty: it never expires.
     ttl: str = ""
+    category: str | None = Field(None, min_length=1, max_length=200)
+    priority: Priority = "normal"
+    # Stored and validated only: holding notifications for `delay`, and
+    # folding a recipient's events into one per `digest` window, come later.
+    delay: Duration | None = None
+    digest: Duration | None = None
+    # Failure-alert grouping and escalation (the failure-alerts issue):
+    # validated for shape and stored; nothing acts on them yet.
+    group_by: list[str] = Field(default_factory=list)
+    group_wait: Duration | None = None
+    group_interval: Duration | None = None
+    repeat_interval: Duration | None = None
+    escalation: list[EscalationStep] = Field(default_factory=list)
 
     @field_validator("ttl")
     @classmethod
@@ -420,6 +462,41 @@ class Subscription(_Strict):
         if value:
             parse_duration(value, "ttl")
         return value
+
+    @field_validator("delay", "digest", "group_wait", "group_interval", "repeat_interval")
+    @classmethod
+    def _valid_durations(cls, value: Duration | None, info: ValidationInfo) -> Duration | None:
+        if value is not None:
+            parse_duration(value, info.field_name or "duration")
+        return value
+
+    @field_validator("filter")
+    @classmethod
+    def _valid_filter(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        # Imported here: settings sit below every other hub module (the filter
+        # language imports nothing of the hub, but settings must not load it).
+        from hub.filters import FilterError, parse_filter
+
+        if value is not None:
+            try:
+                parse_filter(value)
+            except FilterError as exc:
+                # Its own type, so a client tells a bad filter from other input.
+                error = {"error": str(exc)}
+                raise PydanticCustomError("invalid_filter", "{error}", error) from None
+        return value
+
+    @field_validator("group_by")
+    @classmethod
+    def _valid_group_by(cls, paths: list[str]) -> list[str]:
+        from hub.filters import parse_path
+
+        for index, path in enumerate(paths):
+            try:
+                parse_path(path)
+            except ValueError as exc:
+                raise ValueError(f"group_by[{index}]: {exc}") from None
+        return paths
 
     @property
     def ttl_s(self) -> float | None:
