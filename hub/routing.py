@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from typing import Any
@@ -25,14 +25,16 @@ import jinja2
 from pydantic import ValidationError
 from sqlalchemy.orm import Session
 
+from hub import addressing
 from hub.errors import ConfigError, TemplateError
 from hub.filters import Filter, parse_filter
 from hub.settings import ALERT, Settings, Subscription
 from hub.store import events as stored_events
 from hub.store import notifications as stored_notifications
 from hub.store import subscriptions as stored_subscriptions
-from hub.store.models import Notification
+from hub.store.models import Notification, NotificationStatus
 from hub.store.notifications import NewNotification, notification_id
+from hub.store.recipients import RecipientRow
 from hub.templates import Templates, context_for
 
 log = logging.getLogger(__name__)
@@ -221,6 +223,10 @@ def router(settings: Settings, templates: Templates) -> Router:
     return current
 
 
+# The recipients a ``recipient:<id>`` or ``topic:<key>`` reference stands for.
+Resolve = Callable[[str], Sequence[RecipientRow]]
+
+
 def plan(
     event_id: str,
     event_type: str,
@@ -228,50 +234,92 @@ def plan(
     routes: Sequence[Route],
     templates: Templates,
     alert_targets: Sequence[str],
+    named: Sequence[RecipientRow] = (),
+    resolve: Resolve | None = None,
 ) -> list[NewNotification]:
-    """The notifications ``event`` must produce: one per matching route and channel.
+    """The notifications ``event`` must produce: one per matching route, channel and recipient.
 
     ``routes`` are those matching the event's type. One whose filter or
-    ``when`` is false, whose ``to`` is empty (it will send to the recipients
-    an event names, a later step), or whose recipient renders empty, produces
-    nothing. Its ``to`` names one recipient: a rendered list (commas,
-    semicolons, spaces) is kept whole, never fanned out, and fails delivery as
-    an invalid address. One too long to store is cut to
-    :data:`MAX_RECIPIENT_CHARS`, which no address reaches, so it fails the same
-    way instead of failing the event's routing. The channel ``alert`` stands
-    for every target in ``alert_targets``.
+    ``when`` is false produces nothing. A route's ``to`` is an address
+    expression, or a ``recipient:``/``topic:`` reference (expanded by
+    ``resolve``); without one, the route sends to each of ``named``, the
+    recipients the event names (none: nothing). A stored recipient the
+    channel cannot reach, or who turned it off, gets a ``suppressed``
+    notification with the reason (:mod:`hub.addressing`). An address
+    expression names one recipient: a rendered list (commas, semicolons,
+    spaces) is kept whole, never fanned out, and fails delivery as an invalid
+    address; one too long to store is cut to :data:`MAX_RECIPIENT_CHARS`,
+    which no address reaches. The channel ``alert`` stands for every target
+    in ``alert_targets``.
     """
     context = context_for(event_id, event_type, data)
     event = {"type": event_type, "id": event_id, "data": data}
     planned: dict[str, NewNotification] = {}
     for route in routes:
         subscription = route.subscription
-        if not subscription.to or (route.filter is not None and not route.filter.matches(event)):
+        if route.filter is not None and not route.filter.matches(event):
             continue
         try:
             if subscription.when and not templates.condition(subscription.when, context):
                 continue
-            rendered = templates.expression(subscription.to, context)
+            if subscription.to and not addressing.is_reference(subscription.to):
+                rendered = templates.expression(subscription.to, context)
+                targets: Sequence[RecipientRow] = ()
+            else:
+                rendered = ""
+                if subscription.to and resolve is not None:
+                    targets = resolve(subscription.to)
+                else:
+                    targets = named
         except TemplateError as exc:
             # One broken subscription must not hold back the event's others.
             log.error("subscription %r skipped for event %s: %s", subscription.name, event_id, exc)
             continue
-        if not rendered:
-            continue
-        recipient = rendered[:MAX_RECIPIENT_CHARS]
         channels = alert_targets if subscription.channel == ALERT else [subscription.channel]
         for channel in channels:
-            nid = notification_id(event_id, subscription.name, channel, recipient)
-            planned[nid] = NewNotification(
-                id=nid,
-                event_id=event_id,
-                subscription=subscription.name,
-                channel=channel,
-                recipient=recipient,
-                template=subscription.template,
-                ttl_s=subscription.ttl_s,
-            )
+            if rendered:
+                recipient = rendered[:MAX_RECIPIENT_CHARS]
+                nid = notification_id(event_id, subscription.name, channel, recipient)
+                planned[nid] = _new(nid, event_id, subscription, channel, recipient)
+            for target in targets:
+                reach = addressing.delivery(target, channel, subscription.category)
+                # Keyed on the recipient, not the address: changing an address
+                # between two routings of one event cannot send twice.
+                key = f"{addressing.RECIPIENT_REF}{target.id}"
+                nid = notification_id(event_id, subscription.name, channel, key)
+                planned[nid] = _new(
+                    nid,
+                    event_id,
+                    subscription,
+                    channel,
+                    reach.address[:MAX_RECIPIENT_CHARS],
+                    recipient_id=target.id,
+                    suppressed=reach.suppressed,
+                )
     return list(planned.values())
+
+
+def _new(
+    nid: str,
+    event_id: str,
+    subscription: Subscription,
+    channel: str,
+    recipient: str,
+    recipient_id: str | None = None,
+    suppressed: str | None = None,
+) -> NewNotification:
+    return NewNotification(
+        id=nid,
+        event_id=event_id,
+        subscription=subscription.name,
+        channel=channel,
+        recipient=recipient,
+        template=subscription.template,
+        ttl_s=subscription.ttl_s,
+        recipient_id=recipient_id,
+        status=NotificationStatus.SUPPRESSED if suppressed else NotificationStatus.QUEUED,
+        reason=suppressed,
+    )
 
 
 def route_events(
@@ -286,6 +334,13 @@ def route_events(
     routes = router(settings, templates).routes(db)
     stored = stored_events.events_by_id(db, event_ids)
     routed = [stored[event_id] for event_id in event_ids if event_id in stored]
+    references: dict[str, Sequence[RecipientRow]] = {}
+
+    def resolve(to: str) -> Sequence[RecipientRow]:
+        if to not in references:
+            references[to] = addressing.referenced(db, to)
+        return references[to]
+
     planned = [
         notification
         for event in routed
@@ -296,6 +351,10 @@ def route_events(
             routes.matching(event.type),
             templates,
             settings.channels.alert_targets,
+            addressing.recipients_of(db, event.recipients, event.topics)
+            if event.recipients or event.topics
+            else (),
+            resolve,
         )
     ]
     return stored_notifications.add_notifications(db, [event.id for event in routed], planned)

@@ -84,6 +84,7 @@ class NotificationOut(BaseModel):
     subscription: str
     channel: str
     recipient: str
+    recipient_id: str | None = Field(None, description="The stored recipient, when one was named")
     template: str
     status: str
     attempts: int

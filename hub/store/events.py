@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -36,6 +36,9 @@ class EventRow:
     id: str
     type: str
     data: dict[str, Any]
+    # Who the publisher named (see hub.addressing); empty for most events.
+    recipients: list[str] = field(default_factory=list)
+    topics: list[str] = field(default_factory=list)
 
 
 class UndecodableEvent(ValueError):
@@ -141,10 +144,13 @@ def events_by_id(db: Session, event_ids: Iterable[str]) -> dict[str, EventRow]:
     made the process's next transaction fail at once with "database is locked".
     """
     e = EVENTS.c
-    query = select(e.id, e.type, cast(e.data, Text)).where(e.id.in_(list(event_ids)))
+    query = select(e.id, e.type, cast(e.data, Text), e.recipients, e.topics).where(
+        e.id.in_(list(event_ids))
+    )
     rows = db.execute(query).all()
     return {
-        event_id: EventRow(event_id, type, _decoded(event_id, raw)) for event_id, type, raw in rows
+        event_id: EventRow(event_id, type, _decoded(event_id, raw), named or [], topics or [])
+        for event_id, type, raw, named, topics in rows
     }
 
 

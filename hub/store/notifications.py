@@ -50,6 +50,11 @@ class NewNotification:
     template: str
     # Its subscription's ttl, in seconds from routing; None: it never expires.
     ttl_s: float | None = None
+    # The stored recipient it goes to, when the event named one (by id or topic).
+    recipient_id: str | None = None
+    # Routing may decide at once not to send it: suppressed, with the reason.
+    status: NotificationStatus = NotificationStatus.QUEUED
+    reason: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,8 +109,10 @@ def add_notifications(
                 "subscription": n.subscription,
                 "channel": n.channel,
                 "recipient": n.recipient,
+                "recipient_id": n.recipient_id,
                 "template": n.template,
-                "status": NotificationStatus.QUEUED,
+                "status": n.status,
+                "last_error": n.reason,
                 "attempts": 0,
                 "created_at": now,
                 "updated_at": now,
