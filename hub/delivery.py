@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 
 from sqlalchemy.orm import Session
 
+from hub.addressing import profile
 from hub.channels.base import Message, Receipt
 from hub.errors import (
     ChannelError,
@@ -30,6 +31,7 @@ from hub.middleware import Batch, Turn
 from hub.recording import SendRecorder, record
 from hub.store import events as stored_events
 from hub.store import notifications as stored_notifications
+from hub.store import recipients as stored_recipients
 from hub.store.db import session
 from hub.store.models import NotificationStatus
 from hub.templates import context_for
@@ -48,8 +50,18 @@ def claim(
     """Claim a batch inside ``db``'s transaction; those not ours to send are left out."""
     claimed = stored_notifications.claim_many(db, notification_ids)
     events = stored_events.events_by_id(db, {n.event_id for n in claimed})
+    named = {n.recipient_id for n in claimed if n.recipient_id}
+    profiles = stored_recipients.recipients_by_id(db, named) if named else {}
     providers = list(runtime.providers[channel])
-    turns = [Turn(n, events[n.event_id], providers=list(providers)) for n in claimed]
+    turns = [
+        Turn(
+            n,
+            events[n.event_id],
+            profile=profile(profiles[n.recipient_id]) if n.recipient_id in profiles else None,
+            providers=list(providers),
+        )
+        for n in claimed
+    ]
     batch = Batch(channel, runtime.settings, turns, reserved)
     for middleware in runtime.middleware:
         middleware.after_claim(db, batch)
@@ -101,6 +113,8 @@ def _render(runtime: Runtime, turn: Turn) -> None:
         )
         context = context_for(event.id, event.type, event.data)
         context["recipient"] = notification.recipient
+        if turn.profile is not None:
+            context["profile"] = turn.profile
         rendered = runtime.templates.render(notification.template, context, channel.parts)
     except PermanentError as exc:
         turn.result = exc

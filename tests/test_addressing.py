@@ -182,3 +182,22 @@ def test_to_may_name_a_topic(stack: Stack, smtp: SmtpSink) -> None:
 
     assert _by_recipient(event, f"named-{run}")[rid]["status"] == "sent"
     assert len(smtp.to(email)) == 1
+
+
+def test_templates_see_the_stored_recipient_as_profile(stack: Stack, smtp: SmtpSink) -> None:
+    run = uuid.uuid4().hex[:12]
+    folder = stack.home / "templates" / f"profile-{run}"
+    folder.mkdir(parents=True)
+    (folder / "subject.txt").write_text("For {{ profile.data.nickname }}")
+    (folder / "body.txt").write_text("Hello {{ profile.id }} ({{ profile.locale }}).")
+    rid, email = f"countess-{run}", address("countess")
+    _recipient(stack, rid, email=email, locale="en-GB", data={"nickname": "Countess"})
+
+    with subscribed(stack, _to_named(run, template=f"profile-{run}")):
+        stack.settled(
+            _publish(stack, data={**user(address("p")), "run": run}, recipients=[rid]).json()["id"]
+        )
+
+    [message] = smtp.to(email)
+    assert message["Subject"] == "For Countess"
+    assert f"Hello {rid} (en-GB)." in message.get_body(("plain",)).get_content()

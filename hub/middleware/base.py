@@ -9,6 +9,7 @@ class in one module. A hook changes a turn's fate through
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from sqlalchemy.orm import Session
 
@@ -26,6 +27,8 @@ class Turn:
 
     notification: Claimed
     event: EventRow
+    # The stored recipient as templates see it (``profile``), when there is one.
+    profile: dict[str, Any] | None = None
     message: Message | None = None
     # The channel's providers still to try this attempt, in order.
     providers: list[str] = field(default_factory=list)

@@ -70,6 +70,8 @@ class Claimed:
     # When routing queued it: a channel's retry window runs from here.
     created_at: datetime = field(default_factory=utcnow)
     expires_at: datetime | None = None
+    # The stored recipient it goes to, when the event named one.
+    recipient_id: str | None = None
 
 
 def notifications_of(db: Session, event_id: str) -> Sequence[Notification]:
@@ -165,6 +167,7 @@ def claim_many(db: Session, notification_ids: Sequence[str]) -> list[Claimed]:
                 n.attempts,
                 n.created_at,
                 n.expires_at,
+                n.recipient_id,
             )
         )
     ]
