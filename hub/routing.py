@@ -341,20 +341,25 @@ def route_events(
             references[to] = addressing.referenced(db, to)
         return references[to]
 
-    planned = [
-        notification
-        for event in routed
-        for notification in plan(
+    planned: list[NewNotification] = []
+    for event in routed:
+        matching = routes.matching(event.type)
+        if not matching:
+            # Accepted but heard by nobody: say so, or it looks like a lost event.
+            log.warning("event %s (%s) matches no subscription", event.id, event.type)
+        named = (
+            addressing.recipients_of(db, event.recipients, event.topics)
+            if event.recipients or event.topics
+            else ()
+        )
+        planned += plan(
             event.id,
             event.type,
             event.data,
-            routes.matching(event.type),
+            matching,
             templates,
             settings.channels.alert_targets,
-            addressing.recipients_of(db, event.recipients, event.topics)
-            if event.recipients or event.topics
-            else (),
+            named,
             resolve,
         )
-    ]
     return stored_notifications.add_notifications(db, [event.id for event in routed], planned)
