@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 
@@ -22,22 +24,57 @@ class HubClient:
         )
 
     def publish(
-        self, event_type: str, data: dict[str, Any], id: str | None = None
+        self,
+        event_type: str,
+        data: dict[str, Any],
+        id: str | None = None,
+        *,
+        recipients: Sequence[str | Mapping[str, Any]] = (),
+        topics: Sequence[str] = (),
     ) -> dict[str, Any]:
         """Publish one event; returns ``{"id", "status", "duplicate"}``.
 
+        ``recipients`` are ids or inline recipients (stored as given) and
+        ``topics`` topic keys: subscriptions without a ``to`` send to each.
         Raises :class:`httpx.HTTPStatusError` on 4xx/5xx; a 422's body names the field.
         """
         body: dict[str, Any] = {"type": event_type, "data": data}
         if id is not None:
             body["id"] = id
-        response = self._http.post("/v1/events", json=body)
-        response.raise_for_status()
-        return dict(response.json())
+        if recipients:
+            body["recipients"] = list(recipients)
+        if topics:
+            body["topics"] = list(topics)
+        return self._call("POST", "/v1/events", body)
 
     def event(self, event_id: str) -> dict[str, Any]:
         """The event with its notifications and their attempts."""
-        response = self._http.get(f"/v1/events/{event_id}")
+        return self._call("GET", f"/v1/events/{event_id}")
+
+    def put_recipient(self, recipient_id: str, **fields: Any) -> dict[str, Any]:
+        """Create or merge a recipient (``email``, ``phone``, ...); a ``None`` field clears it."""
+        return self._call("PUT", f"/v1/recipients/{quote(recipient_id, safe='')}", fields)
+
+    def recipient(self, recipient_id: str) -> dict[str, Any]:
+        """The stored recipient."""
+        return self._call("GET", f"/v1/recipients/{quote(recipient_id, safe='')}")
+
+    def add_to_topic(self, topic: str, recipient_ids: Sequence[str]) -> dict[str, Any]:
+        """Add known recipients to ``topic`` (a union with its members)."""
+        body = {"recipients": list(recipient_ids)}
+        return self._call("PUT", f"/v1/topics/{quote(topic, safe='')}/recipients", body)
+
+    def subscribe(self, definition: Mapping[str, Any]) -> dict[str, Any]:
+        """Create a subscription at run time (``POST /v1/subscriptions``)."""
+        return self._call("POST", "/v1/subscriptions", dict(definition))
+
+    def unsubscribe(self, name: str) -> None:
+        """Delete a run-time subscription."""
+        response = self._http.delete(f"/v1/subscriptions/{quote(name, safe='')}")
+        response.raise_for_status()
+
+    def _call(self, method: str, path: str, body: Any = None) -> dict[str, Any]:
+        response = self._http.request(method, path, json=body)
         response.raise_for_status()
         return dict(response.json())
 

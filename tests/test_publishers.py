@@ -93,3 +93,34 @@ def test_python_client_publishes_and_reads_status(stack: Stack, smtp: SmtpSink) 
             hub.publish("user.registered", {"email": to})
     assert rejected.value.response.status_code == 422
     assert len(smtp.to(to)) == 1
+
+
+def test_python_client_manages_recipients_topics_and_subscriptions(
+    stack: Stack, smtp: SmtpSink
+) -> None:
+    run = uuid.uuid4().hex[:12]
+    rid, email = f"client-{run}", address("client")
+    with HubClient(stack.base_url, stack.api_key) as hub:
+        hub.put_recipient(rid, email=email, locale="fr")
+        assert hub.recipient(rid)["locale"] == "fr"
+        hub.add_to_topic(f"clients-{run}", [rid])
+        hub.subscribe(
+            {
+                "name": f"client-{run}",
+                "event": "user.registered",
+                "channel": "email",
+                "template": "user.registered",
+                "filter": {"data.run": {"eq": run}},
+            }
+        )
+        try:
+            accepted = hub.publish(
+                "user.registered", {**user(address()), "run": run}, topics=[f"clients-{run}"]
+            )
+            event = stack.settled(accepted["id"])
+        finally:
+            hub.unsubscribe(f"client-{run}")
+
+    [mine] = [n for n in event["notifications"] if n["subscription"] == f"client-{run}"]
+    assert (mine["recipient_id"], mine["status"]) == (rid, "sent")
+    assert len(smtp.to(email)) == 1
