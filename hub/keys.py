@@ -30,6 +30,8 @@ from hub.store import keys as stored_keys
 from hub.store.db import session
 from hub.store.models import ApiKey, utcnow
 
+# How a bearer JWT's holder is named (jwt:<sub>), never a stored key's name.
+JWT_HOLDER = "jwt:"
 PREFIX = "hub_"
 ADMIN = "admin"
 READ = "read"
@@ -131,6 +133,9 @@ def create_key(
 
     ``expires_in_s``: None never expires. ``networks``: empty allows any address.
     """
+    if name.startswith(JWT_HOLDER):
+        # Tokens are named jwt:<sub>; a key of that name would share their rate limit.
+        raise InputError(f"API key names cannot start with {JWT_HOLDER!r}: tokens are named so")
     key = PREFIX + secrets.token_urlsafe(32)
     now = utcnow()
     row = ApiKey(

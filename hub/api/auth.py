@@ -45,7 +45,7 @@ Dependency = Callable[..., Awaitable[Principal]]
 Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(HTTPBearer(auto_error=False))]
 
 # What a token's holder is called: ``jwt:<sub>``.
-JWT_PREFIX = "jwt:"
+JWT_PREFIX = keys.JWT_HOLDER
 # Three base64url parts: header, claims and signature.
 _JWT_SHAPE = re.compile(r"[\w-]+\.[\w-]+\.[\w-]+", re.ASCII)
 

@@ -21,6 +21,7 @@ from sqlalchemy import text
 
 from hub import keys
 from hub.embedded import _free_port
+from hub.errors import InputError
 from hub.store.db import MIGRATIONS, engine, migrate
 from tests.conftest import (
     Stack,
@@ -376,3 +377,11 @@ def _scopes(url: str, key: str) -> tuple[str, ...]:
     principal = keys.find_key(url, keys.hash_key(key))
     assert principal is not None
     return principal.scopes
+
+
+def test_a_key_cannot_take_a_name_tokens_use(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'hub.db'}"
+    migrate(url)
+
+    with pytest.raises(InputError, match="cannot start with 'jwt:'"):
+        keys.create_key(url, "jwt:alice")
