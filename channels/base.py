@@ -38,6 +38,9 @@ class Message:
     # The event's data, for channels that send structured payloads (Slack
     # fields, webhook bodies); templates already rendered the text.
     data: Mapping[str, Any] = field(default_factory=dict)
+    # A signed link that turns this message's category off for its recipient,
+    # when it has both; email writes it as List-Unsubscribe (RFC 8058).
+    unsubscribe_url: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

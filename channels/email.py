@@ -96,6 +96,8 @@ def build_email(message: Message, from_address: str) -> Email:
             _header("X-Hub-Event", f"{message.event_type} {message.event_id}"),
             "MIME-Version: 1.0",
         ]
+        if message.unsubscribe_url:
+            headers += _unsubscribe(message.unsubscribe_url)
         if message.html:
             boundary = f"==hub-{message.notification_id}=="
             headers.append(f'Content-Type: multipart/alternative;\r\n boundary="{boundary}"')
@@ -156,6 +158,16 @@ def _header(name: str, value: str) -> str:
     if plain and (folded := _fold(line, len(name) + 2)) is not None:
         return folded
     return f"{name}: " + "\r\n ".join(_encoded_words(value, MAX_LINE - len(name) - 2))
+
+
+def _unsubscribe(url: str) -> list[str]:
+    """One-click unsubscribe headers (RFC 8058): the link, and that a POST to it suffices."""
+    if _CONTROL.search(url):
+        raise _unsafe("List-Unsubscribe", url)
+    return [
+        _unbreakable("List-Unsubscribe", f"<{url}>"),
+        "List-Unsubscribe-Post: List-Unsubscribe=One-Click",
+    ]
 
 
 def _unbreakable(name: str, value: str) -> str:

@@ -13,11 +13,13 @@ more (:mod:`hub.recording`).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from sqlalchemy.orm import Session
 
+from hub import links
 from hub.addressing import profile
 from hub.channels.base import Message, Receipt
 from hub.errors import (
@@ -29,11 +31,14 @@ from hub.errors import (
 )
 from hub.middleware import Batch, Turn
 from hub.recording import SendRecorder, record
+from hub.routing import router
 from hub.store import events as stored_events
 from hub.store import notifications as stored_notifications
 from hub.store import recipients as stored_recipients
 from hub.store.db import session
+from hub.store.events import EventRow
 from hub.store.models import NotificationStatus
+from hub.store.notifications import Claimed
 from hub.templates import context_for
 
 if TYPE_CHECKING:
@@ -50,6 +55,7 @@ def claim(
     """Claim a batch inside ``db``'s transaction; those not ours to send are left out."""
     claimed = stored_notifications.claim_many(db, notification_ids)
     events = stored_events.events_by_id(db, {n.event_id for n in claimed})
+    claimed = _with_categories(runtime, db, claimed, events)
     named = {n.recipient_id for n in claimed if n.recipient_id}
     profiles = stored_recipients.recipients_by_id(db, named) if named else {}
     providers = list(runtime.providers[channel])
@@ -66,6 +72,32 @@ def claim(
     for middleware in runtime.middleware:
         middleware.after_claim(db, batch)
     return batch
+
+
+def _with_categories(
+    runtime: Runtime,
+    db: Session,
+    claimed: list[Claimed],
+    events: Mapping[str, EventRow],
+) -> list[Claimed]:
+    """Those to a stored recipient with their subscription's category, for an unsubscribe link.
+
+    The store keeps a notification's subscription by name; its category is
+    the subscription's as this process's router knows it now. One going to
+    an address, or whose subscription is gone, gets none.
+    """
+    if not any(n.recipient_id for n in claimed):
+        return claimed  # addresses only: no lookup at all
+    routes = router(runtime.settings, runtime.templates).routes(db)
+    found = []
+    for n in claimed:
+        category = None
+        if n.recipient_id:
+            matching = routes.matching(events[n.event_id].type)
+            named = [r.subscription for r in matching if r.subscription.name == n.subscription]
+            category = named[0].category if named else None
+        found.append(replace(n, category=category) if category else n)
+    return found
 
 
 def deliver(
@@ -115,6 +147,9 @@ def _render(runtime: Runtime, turn: Turn) -> None:
         context["recipient"] = notification.recipient
         if turn.profile is not None:
             context["profile"] = turn.profile
+        unsubscribe_url = _unsubscribe_url(runtime, notification)
+        if unsubscribe_url:
+            context["unsubscribe_url"] = unsubscribe_url
         rendered = runtime.templates.render(notification.template, context, channel.parts)
     except PermanentError as exc:
         turn.result = exc
@@ -147,7 +182,15 @@ def _render(runtime: Runtime, turn: Turn) -> None:
         subject=rendered.subject,
         html=rendered.html,
         data=event.data,
+        unsubscribe_url=unsubscribe_url,
     )
+
+
+def _unsubscribe_url(runtime: Runtime, notification: Claimed) -> str | None:
+    """The signed one-click link of a notification of a category to a stored recipient."""
+    if not (notification.recipient_id and notification.category):
+        return None
+    return links.unsubscribe_url(runtime.settings, notification.recipient_id, notification.category)
 
 
 def _classify(turn: Turn) -> None:

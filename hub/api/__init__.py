@@ -24,6 +24,7 @@ from hub.api.notification_routes import add_notification_routes
 from hub.api.recipient_routes import add_recipient_routes
 from hub.api.subscription_routes import add_subscription_routes
 from hub.api.template_routes import add_template_routes
+from hub.api.unsubscribe_routes import add_unsubscribe_routes
 from hub.circuit import circuit_breakers
 from hub.errors import BrokerUnavailable, EventError, InvalidFilter
 from hub.settings import get_settings
@@ -60,11 +61,12 @@ def create_app() -> FastAPI:
     def healthz() -> dict[str, str]:
         return {"status": "ok", "version": __version__}
 
-    # Callbacks take no key: their provider signs them.
+    # Callbacks and unsubscribe links take no key: they are signed instead.
     access = Access.from_settings(settings)
     add_event_routes(app, settings.resolved_database_url, access)
     add_notification_routes(app, settings, access)
     add_callback_routes(app, settings)
+    add_unsubscribe_routes(app, settings)
     add_template_routes(app, settings, access)
     add_recipient_routes(app, access)
     add_subscription_routes(app, settings, access)

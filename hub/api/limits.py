@@ -21,8 +21,8 @@ Send = Callable[[Message], Awaitable[None]]
 App = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 BATCH_SUFFIX = ":batch"
-# Signed by their provider instead of carrying a key.
-UNAUTHENTICATED_PREFIXES = ("/v1/callbacks/",)
+# Signed instead of carrying a key: by their provider, or by the hub (hub.links).
+UNAUTHENTICATED_PREFIXES = ("/v1/callbacks/", "/v1/unsubscribe/")
 BODYLESS = frozenset({"GET", "HEAD", "OPTIONS", "DELETE"})
 MISSING_KEY = "missing or invalid API key: send Authorization: Bearer <key>"
 

@@ -21,7 +21,7 @@ from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pydantic import Field, ValidationError, create_model
+from pydantic import Field, SecretStr, ValidationError, create_model, field_validator
 from pydantic_core import InitErrorDetails, PydanticCustomError
 from pydantic_settings import (
     BaseSettings,
@@ -104,7 +104,17 @@ class Settings(BaseSettings):
     channels: ChannelsSettings = ChannelsSettings()
     events: dict[str, EventType] = Field(default_factory=dict)
     subscriptions: list[Subscription] = Field(default_factory=list)
+    # Signs the links the hub sends (hub.links); empty: a random key kept in
+    # <var_dir>/secret-key. Replicas must share it: set HUB_SECRET_KEY.
+    secret_key: SecretStr = SecretStr("")
 
+    @field_validator("secret_key")
+    @classmethod
+    def _long_secret(cls, secret: SecretStr) -> SecretStr:
+        # As long as the HMAC's hash, or links could be forged by guessing it (RFC 2104, 3).
+        if secret.get_secret_value() and len(secret.get_secret_value().encode()) < 32:
+            raise ValueError("a secret key needs at least 32 bytes (openssl rand -hex 32)")
+        return secret
 
     @classmethod
     def settings_customise_sources(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal, Union
@@ -141,6 +142,12 @@ class JwtSettings(_Strict):
         return key_set
 
 
+# api.public_url: a base URL, then what it must not hold: anything but
+# printable ASCII, and what would end a header's <url> or an HTML attribute.
+_PUBLIC_URL = re.compile(r"https?://[^/?#]+(/[^?#]*)?")
+_UNSAFE_IN_URL = re.compile(r"[^!-~]|[<>\"'\\]")
+
+
 class ApiSettings(_Strict):
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
@@ -163,7 +170,25 @@ class ApiSettings(_Strict):
     rate_limit_per_key: RateText = ""
     # Bearer JWTs accepted beside API keys; None (no [api.jwt] table): keys only.
     jwt: JwtSettings | None = None
+    # The base of every link the hub sends (unsubscribe, ack, UI), as people
+    # reach the API; empty: http://{host}:{port}, right only on one machine.
+    public_url: str = ""
 
+    @field_validator("public_url")
+    @classmethod
+    def _absolute_url(cls, url: str) -> str:
+        # Written into email headers and pages: a stray character there breaks every link.
+        if url and (not _PUBLIC_URL.fullmatch(url) or _UNSAFE_IN_URL.search(url)):
+            raise ValueError("expected an http(s) URL of printable ASCII, no query or fragment")
+        return url.rstrip("/")
+
+    @property
+    def base_url(self) -> str:
+        """``public_url``, or the address the API listens on (an IPv6 host in brackets)."""
+        if self.public_url:
+            return self.public_url
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
 
 
 class LoggingSettings(_Strict):
