@@ -319,6 +319,7 @@ def _new(
         recipient_id=recipient_id,
         status=NotificationStatus.SUPPRESSED if suppressed else NotificationStatus.QUEUED,
         reason=suppressed,
+        priority=subscription.priority,
     )
 
 

@@ -16,7 +16,7 @@ from celery import shared_task
 from celery.signals import worker_process_init, worker_process_shutdown, worker_shutdown
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
-from hub import events
+from hub import events, queues
 from hub.delivery import claim, send
 from hub.delivery import deliver as deliver_notifications
 from hub.errors import EventError
@@ -26,11 +26,14 @@ from hub.runtime import Runtime, close_runtime, get_runtime
 from hub.store import backlog
 from hub.store import events as stored_events
 from hub.store.db import seconds_ago, session
+from hub.store.notifications import Queued
 from hub.worker import (
     DELIVERY_BATCH,
+    Lane,
     consumes,
     enqueue_deliveries,
     enqueue_routes,
+    lane_of,
     queue_for,
 )
 
@@ -83,13 +86,14 @@ def route_many(event_ids: list[str]) -> int:
     is claimed in the routing transaction and sent by this task when this
     worker serves the channel's queue: a second Celery task and a second
     commit per event would double what bounds latency at a steady rate.
-    Only one channel's batch is claimed so: a second one would sit claimed,
-    its lease unrenewed, while the first is sent. Other channels and larger
-    batches are spread over the channel queues, so every worker shares them.
+    Only one channel's batch of one priority is claimed so, the most urgent:
+    a second one would sit claimed, its lease unrenewed, while the first is
+    sent. Other batches and larger ones are spread over the channel queues of
+    their priorities, so every worker shares them.
     """
     runtime = get_runtime()
     try:
-        queued, claimed = _route(runtime, event_ids)
+        queued, claimed_lane, claimed = _route(runtime, event_ids)
     except SQLAlchemyError:
         raise  # the store itself failed: retried (STORE_RETRIES), then left to the sweeper
     except Exception as exc:
@@ -99,33 +103,26 @@ def route_many(event_ids: list[str]) -> int:
             return sum(route_many([event_id]) for event_id in event_ids)
         _routing_failed(runtime, event_ids[0], exc)
         return 0
-    enqueue_deliveries(
-        (notification_id, channel)
-        for channel, ids in _by_channel(queued).items()
-        if claimed is None or channel != claimed.channel
-        for notification_id in ids
-    )
+    enqueue_deliveries(one for one in queued if claimed is None or lane_of(one) != claimed_lane)
     if claimed is not None:
         _retry_later(claimed.channel, send(runtime, claimed))
     return len(queued)
 
 
-def _route(runtime: Runtime, event_ids: list[str]) -> tuple[list[tuple[str, str]], Batch | None]:
+def _route(
+    runtime: Runtime, event_ids: list[str]
+) -> tuple[list[tuple[str, str]], Lane | None, Batch | None]:
     """Route in one transaction; claim the one batch this worker sends itself, if any."""
     with session(runtime.settings.resolved_database_url) as db:
         queued = route_events(db, runtime.settings, runtime.templates, event_ids)
-        by_channel = _by_channel(queued)
-        mine = [channel for channel in by_channel if consumes(queue_for(channel))]
+        by_lane: dict[Lane, list[str]] = {}
+        for one in queued:
+            by_lane.setdefault(lane_of(one), []).append(one[0])
+        mine = [lane for lane in by_lane if consumes(queue_for(*lane))]
         if len(queued) > DELIVERY_BATCH or not mine:
-            return queued, None
-        return queued, claim(runtime, db, mine[0], by_channel[mine[0]])
-
-
-def _by_channel(queued: list[tuple[str, str]]) -> dict[str, list[str]]:
-    by_channel: dict[str, list[str]] = {}
-    for notification_id, channel in queued:
-        by_channel.setdefault(channel, []).append(notification_id)
-    return by_channel
+            return queued, None, None
+        lane = min(mine, key=lambda lane: queues.PRIORITIES.index(lane[1]))
+        return queued, lane, claim(runtime, db, lane[0], by_lane[lane])
 
 
 def _routing_failed(runtime: Runtime, event_id: str, exc: Exception) -> None:
@@ -152,8 +149,9 @@ def _retry_later(channel: str, turns: list[Turn]) -> None:
         if turn.retry_in_s is not None:
             # A new message rather than self.retry(): attempts are counted in
             # the store, and a rate-limit wait must not count as one.
+            notification = turn.notification
             enqueue_deliveries(
-                [(turn.notification.id, channel)],
+                [Queued(notification.id, channel, notification.priority)],
                 countdown=turn.retry_in_s,
                 reserved=turn.holds_token,
             )

@@ -1,7 +1,8 @@
 """The Celery app: reliability settings, beat schedule, and how work is enqueued.
 
 Nothing is built at import: :func:`get_app` makes the app on first use, from
-the settings. The queues are named in :mod:`hub.queues` and by the channels.
+the settings. The queues are named in :mod:`hub.queues` and by the channels;
+a delivery goes to its channel family's queue for its priority class.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from hub import queues
 from hub.embedded import running_url
 from hub.errors import BrokerUnavailable, ConfigError
 from hub.settings import Settings, get_settings
+from hub.store.notifications import Queued
 
 _log = get_logger(__name__)
 
@@ -121,9 +123,9 @@ class ResumeAfterReconnect(bootsteps.StartStopStep):  # type: ignore[misc]  # ce
             _log.warning("reconnected to the broker: re-enqueueing work queued before %s", before)
 
 
-def queue_for(channel: str) -> str:
-    """The queue a channel's deliveries run on."""
-    return get_settings().channel_classes[channel].queue
+def queue_for(channel: str, priority: str = queues.NORMAL) -> str:
+    """The queue a channel's deliveries of ``priority`` run on (``email.critical``)."""
+    return queues.queue_name(get_settings().channel_classes[channel].queue, priority)
 
 
 def consumes(queue: str) -> bool:
@@ -158,21 +160,32 @@ def enqueue_routes(event_ids: list[str], chunk: int = 100) -> None:
 
 DELIVERY_BATCH = 50
 
+# A channel and a priority: the notifications that share a queue.
+Lane = tuple[str, str]
+
+
+def lane_of(queued: tuple[str, str]) -> Lane:
+    """``(channel, priority)`` of an ``(id, channel)`` pair: a :class:`Queued`'s, else normal."""
+    priority = queued.priority if isinstance(queued, Queued) else queues.NORMAL
+    return queued[1], priority
+
 
 def enqueue_deliveries(
     notifications: Iterable[tuple[str, str]],
     countdown: float | None = None,
     reserved: bool = False,
 ) -> None:
-    """Enqueue ``(id, channel)`` pairs as per-channel batches of up to DELIVERY_BATCH.
+    """Enqueue ``(id, channel)`` pairs as batches of up to DELIVERY_BATCH per channel and priority.
 
+    Each batch goes to the queue of its priority (a :class:`Queued`'s; a plain
+    pair is ``normal``), so a critical one never waits behind a low backlog.
     ``reserved``: they hold rate-limit tokens for the moment they come back.
     """
-    by_channel: dict[str, list[str]] = {}
-    for notification_id, channel in notifications:
-        by_channel.setdefault(channel, []).append(notification_id)
-    for channel, ids in by_channel.items():
+    by_lane: dict[Lane, list[str]] = {}
+    for queued in notifications:
+        by_lane.setdefault(lane_of(queued), []).append(queued[0])
+    for (channel, priority), ids in by_lane.items():
         for start in range(0, len(ids), DELIVERY_BATCH):
             batch = ids[start : start + DELIVERY_BATCH]
             args: list[Any] = [channel, batch, True] if reserved else [channel, batch]
-            enqueue("hub.deliver", args, queue_for(channel), countdown)
+            enqueue("hub.deliver", args, queue_for(channel, priority), countdown)

@@ -9,7 +9,7 @@ from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from hub.store.models import Attempt, Notification, NotificationStatus, utcnow
-from hub.store.notifications import NOTIFICATIONS
+from hub.store.notifications import NOTIFICATIONS, Queued
 
 # Notifications the sweeper takes at once; it takes pages until none are left.
 SWEEP_PAGE = 1000
@@ -17,9 +17,10 @@ SWEEP_PAGE = 1000
 
 def stuck_notifications(
     db: Session, older_than: datetime, retrying_older_than: datetime, lease_expired: datetime
-) -> list[tuple[str, str]]:
+) -> list[Queued]:
     """``(id, channel)`` of notifications whose task the broker lost, marked as re-enqueued.
 
+    Each is a :class:`Queued`, carrying the priority that picks its queue.
     Queued since before ``older_than``; retrying or waiting since before
     ``retrying_older_than`` (past any backoff); ``sending`` under a lease last
     renewed before ``lease_expired`` (its worker died). Every change is one
@@ -34,7 +35,7 @@ def stuck_notifications(
             Notification.updated_at < lease_expired,
         )
         .values(status=NotificationStatus.RETRYING, updated_at=now)
-        .returning(Notification.id, Notification.channel)
+        .returning(Notification.id, Notification.channel, Notification.priority)
     ).all()
     if lost:
         db.execute(
@@ -58,9 +59,9 @@ def stuck_notifications(
         update(Notification)
         .where(Notification.id.in_(batch), stale)
         .values(updated_at=now)
-        .returning(Notification.id, Notification.channel)
+        .returning(Notification.id, Notification.channel, Notification.priority)
     ).all()
-    return [(row.id, row.channel) for row in (*lost, *waiting)]
+    return [Queued(*row) for row in (*lost, *waiting)]
 
 
 def renew_leases(db: Session, notification_ids: Sequence[str]) -> None:

@@ -95,6 +95,8 @@ class Notification(Base):
     recipient_id: Mapped[str | None] = mapped_column(String(200), index=True)
     template: Mapped[str] = mapped_column(String(200))
     status: Mapped[str] = mapped_column(String(20), default=NotificationStatus.QUEUED)
+    # Its subscription's priority class, which picks its queue (hub.queues).
+    priority: Mapped[str] = mapped_column(String(10), default="normal", server_default="normal")
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     last_error: Mapped[str | None] = mapped_column(Text)
     provider_message_id: Mapped[str | None] = mapped_column(String(500), index=True)

@@ -25,6 +25,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
+from hub.queues import NORMAL
 from hub.store.events import EVENTS
 from hub.store.models import Attempt, EventStatus, Notification, NotificationStatus, utcnow
 
@@ -55,6 +56,23 @@ class NewNotification:
     # Routing may decide at once not to send it: suppressed, with the reason.
     status: NotificationStatus = NotificationStatus.QUEUED
     reason: str | None = None
+    # Its subscription's priority class: which queue it is delivered from.
+    priority: str = NORMAL
+
+
+class Queued(tuple[str, str]):
+    """``(id, channel)`` of a notification to deliver, carrying the priority that picks its queue.
+
+    Still a pair, so code that unpacks ``(id, channel)`` keeps working; one
+    that makes plain pairs sends them as ``normal``.
+    """
+
+    priority: str
+
+    def __new__(cls, notification_id: str, channel: str, priority: str = NORMAL) -> Queued:
+        queued = super().__new__(cls, (notification_id, channel))
+        queued.priority = priority
+        return queued
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,10 +90,7 @@ class Claimed:
     expires_at: datetime | None = None
     # The stored recipient it goes to, when the event named one.
     recipient_id: str | None = None
-    # The subscription that made it, and that subscription's category: the
-    # store keeps only the name, delivery looks the category up (unsubscribe links).
-    subscription: str = ""
-    category: str | None = None
+    priority: str = NORMAL
 
 
 def notifications_of(db: Session, event_id: str) -> Sequence[Notification]:
@@ -101,8 +116,8 @@ def add_notifications(
     """Insert the notifications routed from ``event_ids`` (ignoring ones a previous routing made).
 
     Marks the events routed and returns ``(id, channel)`` of their notifications
-    still queued. Three statements however many events: routing a batch costs
-    what routing one does.
+    still queued, as :class:`Queued` (with their priority). Three statements
+    however many events: routing a batch costs what routing one does.
     """
     if not event_ids:
         return []
@@ -118,6 +133,7 @@ def add_notifications(
                 "recipient_id": n.recipient_id,
                 "template": n.template,
                 "status": n.status,
+                "priority": n.priority,
                 "last_error": n.reason,
                 "attempts": 0,
                 "created_at": now,
@@ -133,10 +149,10 @@ def add_notifications(
         update(EVENTS).where(EVENTS.c.id.in_(ids)).values(status=EventStatus.ROUTED, routed_at=now)
     )
     n = NOTIFICATIONS.c
-    query = select(n.id, n.channel).where(
+    query = select(n.id, n.channel, n.priority).where(
         n.event_id.in_(ids), n.status == NotificationStatus.QUEUED
     )
-    return [(row.id, row.channel) for row in db.execute(query)]
+    return [Queued(*row) for row in db.execute(query)]
 
 
 def notification_id(event_id: str, subscription: str, channel: str, recipient: str) -> str:
@@ -157,7 +173,8 @@ def claim_many(db: Session, notification_ids: Sequence[str]) -> list[Claimed]:
         return []
     n = NOTIFICATIONS.c
     claimed = [
-        Claimed(*row)
+        # By name: the columns returned and the fields grow independently.
+        Claimed(**row._asdict())
         for row in db.execute(
             update(NOTIFICATIONS)
             .where(n.id.in_(list(notification_ids)), n.status.in_(CLAIMABLE))
@@ -172,7 +189,7 @@ def claim_many(db: Session, notification_ids: Sequence[str]) -> list[Claimed]:
                 n.created_at,
                 n.expires_at,
                 n.recipient_id,
-                n.subscription,
+                n.priority,
             )
         )
     ]
@@ -339,13 +356,13 @@ def find_notifications(
     return db.scalars(query.order_by(Notification.updated_at.desc()).limit(limit)).all()
 
 
-def requeue(db: Session, ids: Sequence[str]) -> list[tuple[str, str]]:
+def requeue(db: Session, ids: Sequence[str]) -> list[Queued]:
     """Put failed/unknown/undelivered notifications back in the queue with fresh attempts.
 
-    Returns ``(id, channel)`` of those requeued; others are left alone.
+    Returns those requeued; others are left alone.
     """
     candidates = [
-        (n.id, n.channel)
+        Queued(n.id, n.channel, n.priority)
         for n in find_notifications(db, ids=ids, statuses=RETRYABLE, limit=len(ids) or 1)
     ]
     if candidates:
