@@ -90,6 +90,10 @@ class Claimed:
     expires_at: datetime | None = None
     # The stored recipient it goes to, when the event named one.
     recipient_id: str | None = None
+    # The subscription that made it, and that subscription's category: the
+    # store keeps only the name, delivery looks the category up (unsubscribe links).
+    subscription: str = ""
+    category: str | None = None
     priority: str = NORMAL
 
 
@@ -190,6 +194,7 @@ def claim_many(db: Session, notification_ids: Sequence[str]) -> list[Claimed]:
                 n.expires_at,
                 n.recipient_id,
                 n.priority,
+                n.subscription,
             )
         )
     ]
