@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -30,10 +29,9 @@ import httpx
 import psutil
 from celery import Celery
 
-from bench.outage import _wait
+from bench.outage import _wait, shipped_env
 from hub import keys
 from hub.embedded import EmbeddedRedis
-from hub.settings import bundled_path
 from hub.store.db import migrate
 from tests.conftest import _healthy
 from tests.smtp_sink import _free_port, start_sink
@@ -84,15 +82,7 @@ def run(count: int, home: Path) -> FanoutResult:
     migrate(database_url)
     key = keys.create_key(database_url, "bench")
     api_port = _free_port()
-    env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith("HUB_")},
-        "HUB_SETTINGS": str(bundled_path("settings.toml")),
-        "HUB_BROKER_URL": broker_url,
-        "HUB_DATABASE_URL": database_url,
-        "HUB_VAR_DIR": str(home / "var"),
-        "HUB_CHANNELS__EMAIL__HOST": "127.0.0.1",
-        "HUB_CHANNELS__EMAIL__PORT": str(controller.port),
-    }
+    env = shipped_env(home, broker_url, database_url, controller.port)
     processes = {
         name: subprocess.Popen(
             [sys.executable, "-m", "hub", *args],

@@ -54,15 +54,7 @@ def run(events: int, outage_s: float, home: Path) -> OutageResult:
     port = controller.port
     database_url = f"sqlite:///{home / 'hub.db'}"
     migrate(database_url)
-    env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith("HUB_")},
-        "HUB_SETTINGS": str(bundled_path("settings.toml")),
-        "HUB_BROKER_URL": broker_url,
-        "HUB_DATABASE_URL": database_url,
-        "HUB_VAR_DIR": str(home / "var"),
-        "HUB_CHANNELS__EMAIL__HOST": "127.0.0.1",
-        "HUB_CHANNELS__EMAIL__PORT": str(port),
-    }
+    env = shipped_env(home, broker_url, database_url, port)
     processes = [
         subprocess.Popen(
             [sys.executable, "-m", "hub", command],
@@ -117,6 +109,19 @@ def run(events: int, outage_s: float, home: Path) -> OutageResult:
         drained_after_s=round(drained_after_s, 1),
         statuses=statuses,
     )
+
+
+def shipped_env(home: Path, broker_url: str, database_url: str, smtp_port: int) -> dict[str, str]:
+    """A hub process's environment: the bundled settings, with only these addresses set."""
+    return {
+        **{k: v for k, v in os.environ.items() if not k.startswith("HUB_")},
+        "HUB_SETTINGS": str(bundled_path("settings.toml")),
+        "HUB_BROKER_URL": broker_url,
+        "HUB_DATABASE_URL": database_url,
+        "HUB_VAR_DIR": str(home / "var"),
+        "HUB_CHANNELS__EMAIL__HOST": "127.0.0.1",
+        "HUB_CHANNELS__EMAIL__PORT": str(smtp_port),
+    }
 
 
 def _publish(celery: Celery, to: str) -> None:
