@@ -13,8 +13,7 @@ more (:mod:`hub.recording`).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from dataclasses import replace
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from sqlalchemy.orm import Session
@@ -31,12 +30,10 @@ from hub.errors import (
 )
 from hub.middleware import Batch, Turn
 from hub.recording import SendRecorder, record
-from hub.routing import router
 from hub.store import events as stored_events
 from hub.store import notifications as stored_notifications
 from hub.store import recipients as stored_recipients
 from hub.store.db import session
-from hub.store.events import EventRow
 from hub.store.models import NotificationStatus
 from hub.store.notifications import Claimed
 from hub.templates import context_for
@@ -55,7 +52,6 @@ def claim(
     """Claim a batch inside ``db``'s transaction; those not ours to send are left out."""
     claimed = stored_notifications.claim_many(db, notification_ids)
     events = stored_events.events_by_id(db, {n.event_id for n in claimed})
-    claimed = _with_categories(runtime, db, claimed, events)
     named = {n.recipient_id for n in claimed if n.recipient_id}
     profiles = stored_recipients.recipients_by_id(db, named) if named else {}
     providers = list(runtime.providers[channel])
@@ -72,32 +68,6 @@ def claim(
     for middleware in runtime.middleware:
         middleware.after_claim(db, batch)
     return batch
-
-
-def _with_categories(
-    runtime: Runtime,
-    db: Session,
-    claimed: list[Claimed],
-    events: Mapping[str, EventRow],
-) -> list[Claimed]:
-    """Those to a stored recipient with their subscription's category, for an unsubscribe link.
-
-    The store keeps a notification's subscription by name; its category is
-    the subscription's as this process's router knows it now. One going to
-    an address, or whose subscription is gone, gets none.
-    """
-    if not any(n.recipient_id for n in claimed):
-        return claimed  # addresses only: no lookup at all
-    routes = router(runtime.settings, runtime.templates).routes(db)
-    found = []
-    for n in claimed:
-        category = None
-        if n.recipient_id:
-            matching = routes.matching(events[n.event_id].type)
-            named = [r.subscription for r in matching if r.subscription.name == n.subscription]
-            category = named[0].category if named else None
-        found.append(replace(n, category=category) if category else n)
-    return found
 
 
 def deliver(

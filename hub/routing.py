@@ -320,6 +320,7 @@ def _new(
         status=NotificationStatus.SUPPRESSED if suppressed else NotificationStatus.QUEUED,
         reason=suppressed,
         priority=subscription.priority,
+        category=subscription.category,
     )
 
 

@@ -97,6 +97,8 @@ class Notification(Base):
     status: Mapped[str] = mapped_column(String(20), default=NotificationStatus.QUEUED)
     # Its subscription's priority class, which picks its queue (hub.queues).
     priority: Mapped[str] = mapped_column(String(10), default="normal", server_default="normal")
+    # Its subscription's category when routed: what an unsubscribe link turns off.
+    category: Mapped[str | None] = mapped_column(String(200))
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     last_error: Mapped[str | None] = mapped_column(Text)
     provider_message_id: Mapped[str | None] = mapped_column(String(500), index=True)

@@ -58,6 +58,8 @@ class NewNotification:
     reason: str | None = None
     # Its subscription's priority class: which queue it is delivered from.
     priority: str = NORMAL
+    # Its subscription's category, if any.
+    category: str | None = None
 
 
 class Queued(tuple[str, str]):
@@ -90,8 +92,7 @@ class Claimed:
     expires_at: datetime | None = None
     # The stored recipient it goes to, when the event named one.
     recipient_id: str | None = None
-    # The subscription that made it, and that subscription's category: the
-    # store keeps only the name, delivery looks the category up (unsubscribe links).
+    # The subscription that made it, and its category when routed (unsubscribe links).
     subscription: str = ""
     category: str | None = None
     priority: str = NORMAL
@@ -138,6 +139,7 @@ def add_notifications(
                 "template": n.template,
                 "status": n.status,
                 "priority": n.priority,
+                "category": n.category,
                 "last_error": n.reason,
                 "attempts": 0,
                 "created_at": now,
@@ -195,6 +197,7 @@ def claim_many(db: Session, notification_ids: Sequence[str]) -> list[Claimed]:
                 n.recipient_id,
                 n.priority,
                 n.subscription,
+                n.category,
             )
         )
     ]
