@@ -29,7 +29,8 @@ import httpx
 import psutil
 from celery import Celery
 
-from bench.outage import _wait, shipped_env
+from bench.outage import _wait
+from bench.run import shipped_env
 from hub import keys
 from hub.embedded import EmbeddedRedis
 from hub.store.db import migrate

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -30,8 +29,8 @@ from aiosmtpd.controller import Controller
 from celery import Celery
 from sqlalchemy import create_engine, text
 
+from bench.run import shipped_env
 from hub.embedded import EmbeddedRedis
-from hub.settings import bundled_path
 from hub.store.db import migrate
 from tests.smtp_sink import start_sink
 
@@ -109,19 +108,6 @@ def run(events: int, outage_s: float, home: Path) -> OutageResult:
         drained_after_s=round(drained_after_s, 1),
         statuses=statuses,
     )
-
-
-def shipped_env(home: Path, broker_url: str, database_url: str, smtp_port: int) -> dict[str, str]:
-    """A hub process's environment: the bundled settings, with only these addresses set."""
-    return {
-        **{k: v for k, v in os.environ.items() if not k.startswith("HUB_")},
-        "HUB_SETTINGS": str(bundled_path("settings.toml")),
-        "HUB_BROKER_URL": broker_url,
-        "HUB_DATABASE_URL": database_url,
-        "HUB_VAR_DIR": str(home / "var"),
-        "HUB_CHANNELS__EMAIL__HOST": "127.0.0.1",
-        "HUB_CHANNELS__EMAIL__PORT": str(smtp_port),
-    }
 
 
 def _publish(celery: Celery, to: str) -> None:

@@ -360,9 +360,8 @@ def phase_bare(cfg: Config, home: Path) -> load.MaxRate:
         )
 
 
-def hub_env(
-    cfg: Config, home: Path, broker_url: str, database_url: str, smtp_port: int
-) -> dict[str, str]:
+def shipped_env(home: Path, broker_url: str, database_url: str, smtp_port: int) -> dict[str, str]:
+    """A hub process's environment: the bundled settings, with only these addresses set."""
     return {
         **{k: v for k, v in os.environ.items() if not k.startswith("HUB_")},
         "HUB_SETTINGS": str(bundled_path("settings.toml")),
@@ -371,8 +370,14 @@ def hub_env(
         "HUB_VAR_DIR": str(home / "var"),
         "HUB_CHANNELS__EMAIL__HOST": "127.0.0.1",
         "HUB_CHANNELS__EMAIL__PORT": str(smtp_port),
-        "HUB_CHANNELS__EMAIL__POOL_SIZE": str(cfg.pool_size),
     }
+
+
+def hub_env(
+    cfg: Config, home: Path, broker_url: str, database_url: str, smtp_port: int
+) -> dict[str, str]:
+    pool = {"HUB_CHANNELS__EMAIL__POOL_SIZE": str(cfg.pool_size)}
+    return {**shipped_env(home, broker_url, database_url, smtp_port), **pool}
 
 
 def fresh_database(server_url: str) -> str:
