@@ -8,6 +8,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    Boolean,
     DateTime,
     ForeignKey,
     Index,
@@ -15,6 +16,7 @@ from sqlalchemy import (
     String,
     Text,
     TypeDecorator,
+    false,
     text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -46,11 +48,14 @@ class Base(DeclarativeBase):
 class EventStatus(StrEnum):
     ACCEPTED = "accepted"  # stored, routing task enqueued (or to be re-enqueued by the sweeper)
     ROUTED = "routed"  # its notifications exist
+    COMPLETED = "completed"  # every notification is final (event types with completion on)
     QUARANTINED = "quarantined"  # routing failed repeatedly; kept with its error, never swept
 
 
 class NotificationStatus(StrEnum):
     QUEUED = "queued"
+    # Held in the store until ``not_before``: a delay, deliver_at, quiet hours, a digest window.
+    SCHEDULED = "scheduled"
     # Held behind an open circuit or a rate limit, without spending an attempt.
     WAITING = "waiting"
     SENDING = "sending"
@@ -62,6 +67,7 @@ class NotificationStatus(StrEnum):
     DELIVERED = "delivered"  # the provider reported delivery (status callback)
     UNDELIVERED = "undelivered"  # the provider reported it could not deliver
     EXPIRED = "expired"  # its subscription's ttl passed before it could go out
+    DIGESTED = "digested"  # folded into the digest notification ``digest_id`` names
 
 
 class Event(Base):
@@ -79,6 +85,14 @@ class Event(Base):
     # Who the publisher named: recipient ids (inline ones already stored) and topic keys.
     recipients: Mapped[list[str] | None] = mapped_column(JSON)
     topics: Mapped[list[str] | None] = mapped_column(JSON)
+    # Not to be delivered before this time (the publisher's deliver_at).
+    deliver_at: Mapped[datetime | None]
+    # The publisher's handle for POST /v1/cancel, and when that cancelled it.
+    cancellation_key: Mapped[str | None] = mapped_column(String(200), index=True)
+    cancelled_at: Mapped[datetime | None]
+    # When its last notification became final, and how many ended in which way.
+    completed_at: Mapped[datetime | None]
+    counts: Mapped[dict[str, Any] | None]
 
     __table_args__ = (Index("ix_events_status_created", "status", "created_at"),)
 
@@ -111,8 +125,32 @@ class Notification(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
     sent_at: Mapped[datetime | None]
+    # A scheduled one is held until then (hub.scheduling).
+    not_before: Mapped[datetime | None]
+    # A digested one names the digest notification it was folded into; a
+    # digest is itself a notification, scheduled until its window closes.
+    digest_id: Mapped[str | None] = mapped_column(String(40), index=True)
+    is_digest: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
-    __table_args__ = (Index("ix_notifications_status_updated", "status", "updated_at"),)
+    __table_args__ = (
+        Index("ix_notifications_status_updated", "status", "updated_at"),
+        # One open window per subscription, channel and recipient, whatever races.
+        Index(
+            "uq_notifications_open_digest",
+            "subscription",
+            "channel",
+            "recipient",
+            unique=True,
+            sqlite_where=text("is_digest AND status = 'scheduled'"),
+            postgresql_where=text("is_digest AND status = 'scheduled'"),
+        ),
+        Index(
+            "ix_notifications_scheduled",
+            "not_before",
+            sqlite_where=text("status = 'scheduled'"),
+            postgresql_where=text("status = 'scheduled'"),
+        ),
+    )
 
 
 class Attempt(Base):
@@ -219,4 +257,6 @@ class ConfigVersion(Base):
 
     kind: Mapped[str] = mapped_column(String(40), primary_key=True)
     version: Mapped[int] = mapped_column(Integer, default=0)
+    # What was loaded at this version, where a kind keeps it (hub reload: settings).
+    snapshot: Mapped[dict[str, Any] | None]
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
