@@ -17,6 +17,7 @@ from sqlalchemy.exc import OperationalError
 from hub import __version__, events, logs
 from hub.api.auth import Access
 from hub.api.callback_routes import add_callback_routes
+from hub.api.cancel_routes import add_cancel_routes
 from hub.api.channel_routes import add_channel_routes
 from hub.api.event_routes import add_event_routes
 from hub.api.limits import RequestLimits
@@ -64,6 +65,7 @@ def create_app() -> FastAPI:
     # Callbacks and unsubscribe links take no key: they are signed instead.
     access = Access.from_settings(settings)
     add_event_routes(app, settings.resolved_database_url, access)
+    add_cancel_routes(app, settings.resolved_database_url, access)
     add_notification_routes(app, settings, access)
     add_callback_routes(app, settings)
     add_unsubscribe_routes(app, settings)

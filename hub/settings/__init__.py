@@ -41,6 +41,7 @@ from hub.settings.models import (
     EventType,
     LoggingSettings,
     OutboundSettings,
+    SchedulingSettings,
     Subscription,
     section_model,
 )
@@ -65,6 +66,7 @@ __all__ = [
     "DeliverySettings",
     "LoggingSettings",
     "OutboundSettings",
+    "SchedulingSettings",
     "EventType",
     "Rate",
     "Settings",
@@ -99,6 +101,7 @@ class Settings(BaseSettings):
     bundled: BundledSettings = BundledSettings()
     api: ApiSettings = ApiSettings()
     delivery: DeliverySettings = DeliverySettings()
+    scheduling: SchedulingSettings = SchedulingSettings()
     outbound: OutboundSettings = OutboundSettings()
     logging: LoggingSettings = LoggingSettings()
     channels: ChannelsSettings = ChannelsSettings()

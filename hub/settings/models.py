@@ -433,6 +433,39 @@ Priority = Literal["critical", "high", "normal", "low"]
 Duration = str | StrictInt | StrictFloat
 
 
+class SchedulingSettings(_Strict):
+    """How notifications held for later (delay, deliver_at, quiet hours, digests) are released."""
+
+    # Beat releases held notifications whose time came this often.
+    release_interval: Duration = "5s"
+    # Waits up to this long also go to the broker as countdowns, on time to the
+    # second; longer ones wait in the store only, for beat: Redis redelivers an
+    # unacknowledged countdown after its visibility timeout, which would
+    # duplicate long waits. 0: every wait is the store's.
+    countdown_max: Duration = "5m"
+
+    @field_validator("release_interval")
+    @classmethod
+    def _valid_interval(cls, value: Duration) -> Duration:
+        parse_duration(value, "release_interval")
+        return value
+
+    @field_validator("countdown_max")
+    @classmethod
+    def _valid_countdown(cls, value: Duration) -> Duration:
+        if parse_duration(value, "countdown_max", positive=False) > 3600:
+            raise ValueError("countdown_max: at most 1h, the broker's visibility timeout")
+        return value
+
+    @property
+    def release_interval_s(self) -> float:
+        return parse_duration(self.release_interval, "release_interval")
+
+    @property
+    def countdown_max_s(self) -> float:
+        return parse_duration(self.countdown_max, "countdown_max", positive=False)
+
+
 class EscalationStep(_Strict):
     """One step of a failure alert's escalation: after how long, on which channel, to whom."""
 
@@ -469,9 +502,10 @@ class Subscription(_Strict):
     ttl: str = ""
     category: str | None = Field(None, min_length=1, max_length=200)
     priority: Priority = "normal"
-    # Stored and validated only: holding notifications for `delay`, and
-    # folding a recipient's events into one per `digest` window, come later.
+    # Held this long after routing ("10m"), as `scheduled` (hub.scheduling).
     delay: Duration | None = None
+    # A recipient's matching events within this window ("1h", opened by the
+    # first) become one notification, rendered with them all when it closes.
     digest: Duration | None = None
     # Failure-alert grouping and escalation (the failure-alerts issue):
     # validated for shape and stored; nothing acts on them yet.
@@ -526,3 +560,11 @@ class Subscription(_Strict):
     @property
     def ttl_s(self) -> float | None:
         return parse_duration(self.ttl, "ttl") if self.ttl else None
+
+    @property
+    def delay_s(self) -> float:
+        return parse_duration(self.delay, "delay") if self.delay is not None else 0.0
+
+    @property
+    def digest_s(self) -> float | None:
+        return parse_duration(self.digest, "digest") if self.digest is not None else None
