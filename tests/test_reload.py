@@ -135,3 +135,44 @@ def test_hub_check_lists_the_changes_without_reloading(reloading: Stack) -> None
         assert result.returncode == 0, result.stderr
         assert "channels.sms.max_segments: applies now" in result.stdout
         assert settings_version(reloading) == before
+
+
+ORDER_SHIPPED = """
+[events."order.shipped"]
+description = "An order left the warehouse."
+
+[events."order.shipped".schema]
+type = "object"
+required = ["email", "order"]
+
+[[subscriptions]]
+name = "order-shipped-email"
+event = "order.shipped"
+channel = "email"
+to = "{{ data.email }}"
+template = "order.shipped"
+"""
+
+
+def test_a_new_event_type_is_accepted_and_routed_after_reload(
+    reloading: Stack, smtp: SmtpSink
+) -> None:
+    settings_file = Path(reloading.env["HUB_SETTINGS"])
+    folder = reloading.home / "templates" / "order.shipped"
+    folder.mkdir()
+    (folder / "subject.txt").write_text("Order {{ data.order }} shipped")
+    (folder / "body.txt").write_text("It is on its way.")
+    to = address()
+    with reloading.client() as http:
+        unknown = http.post("/v1/events", json={"type": "order.shipped", "data": {}})
+    assert unknown.status_code == 422
+    with edited(settings_file, "# ---- Subscriptions", ORDER_SHIPPED + "\n# ---- Subscriptions"):
+        result = run_hub(reloading, "reload")
+
+        assert result.returncode == 0, result.stderr
+        assert 'events."order.shipped": applies now' in result.stdout
+        assert "subscriptions: applies now" in result.stdout
+        event_id = reloading.publish("order.shipped", {"email": to, "order": "A-17"})
+        assert reloading.settled(event_id)["notifications"][0]["status"] == "sent"
+        assert smtp.to(to)[0]["Subject"] == "Order A-17 shipped"
+    run_hub(reloading, "reload")
