@@ -98,7 +98,7 @@ def up(
             f"  api key  {key}  (also in {settings.var_dir / 'dev-api-key'})\n"
             "Press Ctrl-C to stop.\n"
         )
-        crash_looping = supervisor.wait()
+        crash_looping = supervisor.wait(on_hangup=hub_command("reload"))
     finally:
         supervisor.stop()
         if embedded:
