@@ -17,7 +17,6 @@ import json
 import os
 import tomllib
 from collections.abc import Sequence
-from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -77,6 +76,7 @@ __all__ = [
     "parse_duration",
     "settings_class",
     "settings_path",
+    "use_settings",
 ]
 
 
@@ -292,7 +292,18 @@ def _check_env_names() -> None:
         )
 
 
-@cache
+_current: Settings | None = None
+
+
 def get_settings() -> Settings:
-    """The process-wide settings, loaded on first use."""
-    return load_settings()
+    """The process-wide settings, loaded on first use (and again by :func:`use_settings`)."""
+    global _current
+    if _current is None:
+        _current = load_settings()
+    return _current
+
+
+def use_settings(settings: Settings) -> None:
+    """Make ``settings`` the process's: a reload (:mod:`hub.reloads`) loaded them afresh."""
+    global _current
+    _current = settings
