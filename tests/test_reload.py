@@ -154,6 +154,14 @@ template = "order.shipped"
 """
 
 
+ORDER_SHIPPED_API = {
+    "event": "order.shipped",
+    "channel": "email",
+    "to": "{{ data.email }}",
+    "template": "order.shipped",
+}
+
+
 def test_a_new_event_type_is_accepted_and_routed_after_reload(
     reloading: Stack, smtp: SmtpSink
 ) -> None:
@@ -175,4 +183,10 @@ def test_a_new_event_type_is_accepted_and_routed_after_reload(
         event_id = reloading.publish("order.shipped", {"email": to, "order": "A-17"})
         assert reloading.settled(event_id)["notifications"][0]["status"] == "sent"
         assert smtp.to(to)[0]["Subject"] == "Order A-17 shipped"
+        # The subscriptions API validates against the reloaded catalog too.
+        on_api = {**ORDER_SHIPPED_API, "name": f"api-{event_id}"}
+        with reloading.client() as http:
+            created = http.post("/v1/subscriptions", json=on_api)
+            assert created.status_code == 201, created.text
+            assert http.delete(f"/v1/subscriptions/{on_api['name']}").status_code == 204
     run_hub(reloading, "reload")
