@@ -14,6 +14,7 @@ to suppressed notifications only.
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta, timezone
@@ -35,6 +36,7 @@ from hub.templates import Templates
 from tests.conftest import (
     Stack,
     other_redis_db,
+    run_hub,
     running_stack,
     start_hub_process,
     stop,
@@ -416,3 +418,46 @@ def test_beat_releases_a_held_notification_when_its_time_comes(
 
     assert arrived >= _at(held["not_before"])
     assert len(smtp.to(later)) == 1
+
+
+def test_the_cli_publishes_with_deliver_at_and_a_cancellation_key_and_cancels(
+    stack: Stack,
+) -> None:
+    key = f"cli-{_run()}"
+    deliver_at = (datetime.now(UTC) + timedelta(minutes=10)).strftime("%Y-%m-%dT%H:%M:%S+0000")
+    published = run_hub(
+        stack,
+        "publish",
+        "user.registered",
+        "--data",
+        json.dumps(user(address())),
+        "--deliver-at",
+        deliver_at,
+        "--cancellation-key",
+        key,
+    )
+    assert published.returncode == 0, published.stderr
+    event_id = json.loads(published.stdout)["id"]
+    assert _notification(stack, event_id, "welcome-email")["status"] == "scheduled"
+
+    cancelled = run_hub(stack, "cancel", key)
+
+    assert cancelled.returncode == 0, cancelled.stderr
+    assert json.loads(cancelled.stdout) == {"events": [event_id], "cancelled": 1}
+    stopped = _notification(stack, event_id, "welcome-email")
+    assert stopped["status"] == "suppressed" and stopped["last_error"].startswith("cancelled:")
+
+
+def test_the_cli_refuses_a_deliver_at_without_an_offset_naming_the_field(stack: Stack) -> None:
+    published = run_hub(
+        stack,
+        "publish",
+        "user.registered",
+        "--data",
+        json.dumps(user(address())),
+        "--deliver-at",
+        "2030-01-01T09:00:00",
+    )
+
+    assert published.returncode == 2
+    assert "deliver_at" in published.stderr
