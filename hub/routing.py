@@ -26,15 +26,17 @@ import jinja2
 from pydantic import ValidationError
 from sqlalchemy.orm import Session
 
-from hub import addressing
+from hub import addressing, alerts
 from hub.errors import ConfigError, TemplateError
 from hub.filters import Filter, parse_filter
 from hub.scheduling import hold
 from hub.settings import ALERT, Settings, Subscription
+from hub.store import alerts as stored_alerts
 from hub.store import digests
 from hub.store import events as stored_events
 from hub.store import notifications as stored_notifications
 from hub.store import subscriptions as stored_subscriptions
+from hub.store.events import EventRow
 from hub.store.models import Notification, NotificationStatus, utcnow
 from hub.store.notifications import NewNotification, Queued, notification_id
 from hub.store.recipients import RecipientRow
@@ -165,6 +167,20 @@ class Routes:
             self._by_type[event_type] = found
         return found
 
+    def resolving(self, event_type: str) -> tuple[Route, ...]:
+        """The grouped routes whose ``resolve_on`` matches ``event_type`` (hub.alerts)."""
+        return tuple(
+            r
+            for r in self._all
+            if r.subscription.grouped
+            and r.subscription.resolve_on
+            and fnmatchcase(event_type, r.subscription.resolve_on)
+        )
+
+    def named(self, name: str) -> Route | None:
+        """The route of the subscription called ``name``, if it is still there."""
+        return next((r for r in self._all if r.subscription.name == name), None)
+
 
 class Router:
     """One process's subscriptions: those of settings, then the store's at the version it read.
@@ -275,10 +291,8 @@ def plan(
     planned: dict[str, NewNotification] = {}
     for route in routes:
         subscription = route.subscription
-        if route.filter is not None and not route.filter.matches(event):
-            continue
         try:
-            if subscription.when and not templates.condition(subscription.when, context):
+            if not applies(route, event, context, templates):
                 continue
             if subscription.to and not addressing.is_reference(subscription.to):
                 rendered = templates.expression(subscription.to, context)
@@ -316,6 +330,16 @@ def plan(
                     suppressed=reach.suppressed,
                 )
     return list(planned.values())
+
+
+def applies(
+    route: Route, event: dict[str, Any], context: dict[str, Any], templates: Templates
+) -> bool:
+    """Whether the route's ``filter`` and ``when`` hold for ``event``; TemplateError if broken."""
+    subscription = route.subscription
+    if route.filter is not None and not route.filter.matches(event):
+        return False
+    return not subscription.when or templates.condition(subscription.when, context)
 
 
 def _new(
@@ -385,11 +409,20 @@ def route_events(
 
     now = utcnow()
     planned: list[NewNotification] = []
+    silences: list[tuple[str, dict[str, Any]]] | None = None
     for event in routed:
         matching = routes.matching(event.type)
         if not matching:
             # Accepted but heard by nobody: say so, or it looks like a lost event.
             log.warning("event %s (%s) matches no subscription", event.id, event.type)
+        grouped = [route for route in matching if route.subscription.grouped]
+        if grouped:
+            matching = tuple(route for route in matching if not route.subscription.grouped)
+            if silences is None:
+                silences = stored_alerts.active_silences(db, now)
+            _fold_into_groups(db, grouped, event, templates, silences, now)
+        for route in routes.resolving(event.type):
+            _resolve_groups(db, route, event, now)
         named = (
             addressing.recipients_of(db, event.recipients, event.topics)
             if event.recipients or event.topics
@@ -411,3 +444,46 @@ def route_events(
         planned = [one for one in planned if one.digest_s is None]
         planned += digests.fold(db, members, now)
     return stored_notifications.add_notifications(db, [event.id for event in routed], planned)
+
+
+def _fold_into_groups(
+    db: Session,
+    grouped: Sequence[Route],
+    event: EventRow,
+    templates: Templates,
+    silences: list[tuple[str, dict[str, Any]]],
+    now: datetime,
+) -> None:
+    """Fold ``event`` into the alert group of each grouped route it applies to (hub.alerts)."""
+    as_event = {"type": event.type, "id": event.id, "data": event.data}
+    context = context_for(event.id, event.type, event.data)
+    for route in grouped:
+        subscription = route.subscription
+        try:
+            if not applies(route, as_event, context, templates):
+                continue
+        except TemplateError as exc:
+            log.error("subscription %r skipped for event %s: %s", subscription.name, event.id, exc)
+            continue
+        if stored_alerts.already_recorded(db, subscription.name, event.id):
+            continue
+        group_wait_s, group_interval_s, _ = alerts.timing(subscription)
+        stored_alerts.record(
+            db,
+            subscription.name,
+            alerts.labels(subscription.group_by, as_event),
+            event.id,
+            alerts.message_of(event.data),
+            now,
+            group_wait_s,
+            group_interval_s,
+            stored_alerts.silence_for(silences, as_event),
+        )
+
+
+def _resolve_groups(db: Session, route: Route, event: EventRow, now: datetime) -> None:
+    """Resolve the route's open groups whose labels ``event`` shares (a success)."""
+    as_event = {"type": event.type, "id": event.id, "data": event.data}
+    for group in stored_alerts.open_groups(db, [route.subscription.name]):
+        if alerts.resolves(group.labels, as_event):
+            stored_alerts.resolve(db, group.id, f"event {event.id}", now)

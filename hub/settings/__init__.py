@@ -32,6 +32,7 @@ from pydantic_settings import (
 from hub.channels import channel_classes
 from hub.errors import ConfigError
 from hub.settings.models import (
+    AlertsSettings,
     ApiSettings,
     BundledSettings,
     ChannelSettings,
@@ -58,6 +59,7 @@ __all__ = [
     "DURATION_UNITS_MS",
     "ENV_PREFIX",
     "MAX_DURATION_S",
+    "AlertsSettings",
     "ApiSettings",
     "BundledSettings",
     "ChannelSettings",
@@ -102,6 +104,7 @@ class Settings(BaseSettings):
     api: ApiSettings = ApiSettings()
     delivery: DeliverySettings = DeliverySettings()
     scheduling: SchedulingSettings = SchedulingSettings()
+    alerts: AlertsSettings = AlertsSettings()
     outbound: OutboundSettings = OutboundSettings()
     logging: LoggingSettings = LoggingSettings()
     channels: ChannelsSettings = ChannelsSettings()

@@ -466,6 +466,13 @@ class SchedulingSettings(_Strict):
         return parse_duration(self.countdown_max, "countdown_max", positive=False)
 
 
+class AlertsSettings(_Strict):
+    """How often alert groups are checked for notifications, escalations and resolves."""
+
+    # Beat runs the check this often; escalation delays are as precise as it.
+    tick_s: float = Field(1.0, gt=0, le=60)
+
+
 class EscalationStep(_Strict):
     """One step of a failure alert's escalation: after how long, on which channel, to whom."""
 
@@ -507,13 +514,21 @@ class Subscription(_Strict):
     # A recipient's matching events within this window ("1h", opened by the
     # first) become one notification, rendered with them all when it closes.
     digest: Duration | None = None
-    # Failure-alert grouping and escalation (the failure-alerts issue):
-    # validated for shape and stored; nothing acts on them yet.
+    # Failure alerts (hub.alerts): with group_by, matching events become
+    # alert groups by those labels instead of one notification each. The
+    # first notification waits group_wait, gathering what arrives meanwhile;
+    # news in an open group goes out at most once per group_interval; an
+    # unresolved group is sent again after repeat_interval.
     group_by: list[str] = Field(default_factory=list)
     group_wait: Duration | None = None
     group_interval: Duration | None = None
     repeat_interval: Duration | None = None
+    # Pages after the first notification, each at its `after`, until an ack or a resolve.
     escalation: list[EscalationStep] = Field(default_factory=list)
+    # The event type (or glob) whose events resolve this subscription's groups
+    # (task.succeeded for task.failed), and how long quiet resolves one.
+    resolve_on: str = ""
+    resolve_after: Duration | None = None
 
     @field_validator("ttl")
     @classmethod
@@ -522,7 +537,9 @@ class Subscription(_Strict):
             parse_duration(value, "ttl")
         return value
 
-    @field_validator("delay", "digest", "group_wait", "group_interval", "repeat_interval")
+    @field_validator(
+        "delay", "digest", "group_wait", "group_interval", "repeat_interval", "resolve_after"
+    )
     @classmethod
     def _valid_durations(cls, value: Duration | None, info: ValidationInfo) -> Duration | None:
         if value is not None:
@@ -560,6 +577,16 @@ class Subscription(_Strict):
     @property
     def ttl_s(self) -> float | None:
         return parse_duration(self.ttl, "ttl") if self.ttl else None
+
+    @property
+    def grouped(self) -> bool:
+        """Whether its events become alert groups (hub.alerts) rather than notifications."""
+        return bool(self.group_by)
+
+    def seconds(self, field: str, default: float) -> float:
+        """A duration field in seconds, or ``default`` when it is unset."""
+        value = getattr(self, field)
+        return default if value is None else parse_duration(value, field, positive=False)
 
     @property
     def delay_s(self) -> float:

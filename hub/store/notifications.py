@@ -10,6 +10,7 @@ import hashlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy import (
     JSON,
@@ -71,6 +72,8 @@ class NewNotification:
     digest_s: float | None = None
     digest_id: str | None = None
     is_digest: bool = False
+    # A failure alert's notification names its group (hub.alerts).
+    alert_id: str | None = None
 
 
 class Queued(tuple[str, str]):
@@ -117,6 +120,8 @@ class Claimed:
     priority: str = NORMAL
     # A digest: rendered with the events of the notifications folded into it.
     is_digest: bool = False
+    # A failure alert's: rendered with its group (``alert``).
+    alert_id: str | None = None
 
 
 def notifications_of(db: Session, event_id: str) -> Sequence[Notification]:
@@ -149,6 +154,36 @@ def add_notifications(
     if not event_ids:
         return []
     now = utcnow()
+    _insert(db, new, now)
+    ids = list(event_ids)
+    db.execute(
+        update(EVENTS).where(EVENTS.c.id.in_(ids)).values(status=EventStatus.ROUTED, routed_at=now)
+    )
+    n = NOTIFICATIONS.c
+    return _to_deliver(db, n.event_id.in_(ids), now)
+
+
+def add_alert_notifications(db: Session, new: Sequence[NewNotification]) -> list[Queued]:
+    """Insert notifications of alert groups (ignoring ones already made); those to deliver."""
+    if not new:
+        return []
+    now = utcnow()
+    _insert(db, new, now)
+    return _to_deliver(db, NOTIFICATIONS.c.id.in_([n.id for n in new]), now)
+
+
+def _to_deliver(db: Session, which: Any, now: datetime) -> list[Queued]:
+    n = NOTIFICATIONS.c
+    query = select(n.id, n.channel, n.priority, n.not_before).where(
+        which, n.status.in_((NotificationStatus.QUEUED, NotificationStatus.SCHEDULED))
+    )
+    return [
+        Queued(nid, channel, priority, not_before if status_is_held(not_before, now) else None)
+        for nid, channel, priority, not_before in db.execute(query)
+    ]
+
+
+def _insert(db: Session, new: Sequence[NewNotification], now: datetime) -> None:
     if new:
         rows = [
             {
@@ -170,24 +205,12 @@ def add_notifications(
                 "not_before": n.not_before,
                 "digest_id": n.digest_id,
                 "is_digest": n.is_digest,
+                "alert_id": n.alert_id,
             }
             for n in new
         ]
         dialect = db.bind.dialect.name if db.bind else "sqlite"
         db.execute(_INSERT_NEW_NOTIFICATIONS[dialect], rows)
-    ids = list(event_ids)
-    db.execute(
-        update(EVENTS).where(EVENTS.c.id.in_(ids)).values(status=EventStatus.ROUTED, routed_at=now)
-    )
-    n = NOTIFICATIONS.c
-    query = select(n.id, n.channel, n.priority, n.not_before).where(
-        n.event_id.in_(ids),
-        n.status.in_((NotificationStatus.QUEUED, NotificationStatus.SCHEDULED)),
-    )
-    return [
-        Queued(nid, channel, priority, not_before if status_is_held(not_before, now) else None)
-        for nid, channel, priority, not_before in db.execute(query)
-    ]
 
 
 def status_is_held(not_before: datetime | None, now: datetime) -> bool:
@@ -239,6 +262,7 @@ def claim_many(db: Session, notification_ids: Sequence[str]) -> list[Claimed]:
                 n.subscription,
                 n.category,
                 n.is_digest,
+                n.alert_id,
             )
         )
     ]
