@@ -41,6 +41,9 @@ class Message:
     # A signed link that turns this message's category off for its recipient,
     # when it has both; email writes it as List-Unsubscribe (RFC 8058).
     unsubscribe_url: str | None = None
+    # A failure alert's group (count, first and last seen, messages, ack link),
+    # for channels that send structured payloads.
+    alert: Mapping[str, Any] | None = None
 
 
 @dataclass(frozen=True, slots=True)

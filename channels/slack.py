@@ -26,6 +26,7 @@ COLOURS = {
     "warning": "#DAA038",
     "error": "#E01E5A",
     "critical": "#A30200",
+    "resolved": "#2EB886",
 }
 MAX_FIELDS = 10  # Slack's limit for one section
 MAX_FIELD_CHARS = 80  # longer values (tracebacks, payloads) belong in the body
@@ -69,10 +70,27 @@ def build_payload(message: Message) -> dict[str, Any]:
         blocks.append({"type": "section", "fields": fields})
     context = f"`{_mrkdwn(message.event_type)}` · {_mrkdwn(message.event_id)}"
     blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": context}]})
+    buttons = []
     # Slack rejects the whole message over a button with a bad URL, so only http(s).
     if isinstance(url := message.data.get("url"), str) and url.startswith(("https://", "http://")):
-        button = {"type": "button", "text": {"type": "plain_text", "text": "Open"}, "url": url}
-        blocks.append({"type": "actions", "elements": [button]})
+        buttons.append(
+            {"type": "button", "text": {"type": "plain_text", "text": "Open"}, "url": url}
+        )
+    alert = message.alert or {}
+    ack_url = alert.get("ack_url")
+    if alert.get("status") == "firing" and isinstance(ack_url, str) and ack_url.startswith("http"):
+        # A link: the ack page's own button POSTs, so an unfurler fetching it acks nothing.
+        buttons.append(
+            {
+                "type": "button",
+                "text": {"type": "plain_text", "text": "Acknowledge"},
+                "url": ack_url,
+            }
+        )
+    if buttons:
+        blocks.append({"type": "actions", "elements": buttons})
+    if alert.get("status") == "resolved":
+        severity = "resolved"
     fallback = f"[{severity}] {title}"
     return {
         "text": _mrkdwn(fallback),  # shown above the attachment and in notifications

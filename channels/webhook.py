@@ -40,6 +40,8 @@ def webhook_body(message: Message) -> bytes:
         "subject": message.subject,
         "text": message.text,
     }
+    if message.alert is not None:
+        document["alert"] = dict(message.alert)
     return json.dumps(document, separators=(",", ":"), sort_keys=True, ensure_ascii=False).encode()
 
 

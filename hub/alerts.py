@@ -82,8 +82,8 @@ def silence_filter(matchers: Mapping[str, Any]) -> Filter:
 
 
 def message_of(data: Mapping[str, Any]) -> str | None:
-    """What an alert shows of one event: its ``message``, else its ``exception``."""
-    text = data.get("message") or data.get("exception")
+    """What an alert shows of one event: its ``message``, ``error`` or ``exception``."""
+    text = data.get("message") or data.get("error") or data.get("exception")
     return str(text)[:MAX_MESSAGE_CHARS] if text else None
 
 

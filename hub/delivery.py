@@ -14,12 +14,13 @@ more (:mod:`hub.recording`).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.orm import Session
 
 from hub import links
 from hub.addressing import profile
+from hub.alerts import context as alert_context
 from hub.channels.base import Message, Receipt
 from hub.errors import (
     ChannelError,
@@ -30,6 +31,7 @@ from hub.errors import (
 )
 from hub.middleware import Batch, Turn
 from hub.recording import SendRecorder, record
+from hub.store import alerts as stored_alerts
 from hub.store import digests
 from hub.store import events as stored_events
 from hub.store import notifications as stored_notifications
@@ -57,6 +59,7 @@ def claim(
     events = stored_events.events_by_id(db, event_ids)
     named = {n.recipient_id for n in claimed if n.recipient_id}
     profiles = stored_recipients.recipients_by_id(db, named) if named else {}
+    alerts = _alerts(runtime, db, [n.alert_id for n in claimed if n.alert_id])
     providers = list(runtime.providers[channel])
     turns = [
         Turn(
@@ -64,6 +67,7 @@ def claim(
             events[n.event_id],
             profile=profile(profiles[n.recipient_id]) if n.recipient_id in profiles else None,
             digest=[events[e] for e in folded[n.id] if e in events] if n.is_digest else None,
+            alert=alerts.get(n.alert_id) if n.alert_id else None,
             providers=list(providers),
         )
         for n in claimed
@@ -72,6 +76,25 @@ def claim(
     for middleware in runtime.middleware:
         middleware.after_claim(db, batch)
     return batch
+
+
+def _alerts(runtime: Runtime, db: Session, alert_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """The alert groups of a batch's alert notifications, as templates see them, by id."""
+    if not alert_ids:
+        return {}
+    return {
+        group.id: alert_context(
+            alert_id=group.id,
+            status=group.status,
+            count=group.count,
+            first_seen=group.first_seen,
+            last_seen=group.last_seen,
+            messages=group.messages,
+            group=group.labels,
+            ack_url=links.ack_url(runtime.settings, group.id),
+        )
+        for group in stored_alerts.groups(db, alert_ids).values()
+    }
 
 
 def deliver(
@@ -127,6 +150,8 @@ def _render(runtime: Runtime, turn: Turn) -> None:
         if turn.digest is not None:
             context["events"] = [one.data for one in turn.digest]
             context["count"] = len(turn.digest)
+        if turn.alert is not None:
+            context["alert"] = turn.alert
         unsubscribe_url = _unsubscribe_url(runtime, notification)
         if unsubscribe_url:
             context["unsubscribe_url"] = unsubscribe_url
@@ -163,6 +188,7 @@ def _render(runtime: Runtime, turn: Turn) -> None:
         html=rendered.html,
         data=event.data,
         unsubscribe_url=unsubscribe_url,
+        alert=turn.alert,
     )
 
 

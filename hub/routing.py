@@ -159,6 +159,10 @@ class Routes:
     def __len__(self) -> int:
         return len(self._all)
 
+    def all(self) -> tuple[Route, ...]:
+        """Every route, in order."""
+        return self._all
+
     def matching(self, event_type: str) -> tuple[Route, ...]:
         """The routes whose ``event`` (a type or a glob) matches ``event_type``, in order."""
         found = self._by_type.get(event_type)

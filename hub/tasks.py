@@ -16,7 +16,7 @@ from celery import shared_task
 from celery.signals import worker_process_init, worker_process_shutdown, worker_shutdown
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
-from hub import events, queues
+from hub import alerting, events, queues
 from hub.delivery import claim, send
 from hub.delivery import deliver as deliver_notifications
 from hub.errors import EventError
@@ -243,6 +243,17 @@ def release() -> int:
         released += len(due)
         if len(due) < schedule.RELEASE_PAGE:
             return released
+
+
+@shared_task(name="hub.alerts_tick", **STORE_RETRIES)
+def alerts_tick() -> int:
+    """Send what alert groups have due: notifications, escalations, resolves (hub.alerting)."""
+    runtime = get_runtime()
+    with session(runtime.settings.resolved_database_url) as db:
+        due = alerting.tick(db, runtime.settings, runtime.templates, utcnow())
+    enqueue_deliveries(one for one in due if one.not_before is None)
+    _count_down(runtime, [one for one in due if one.not_before is not None])
+    return len(due)
 
 
 @worker_process_init.connect

@@ -78,12 +78,19 @@ def celery_config(settings: Settings) -> dict[str, Any]:
             "hub.route_many": {"queue": queues.EVENTS},
             "hub.sweep": {"queue": queues.EVENTS},
             "hub.release": {"queue": queues.EVENTS},
+            "hub.alerts_tick": {"queue": queues.EVENTS},
         },
         "beat_schedule": {
             "sweep": {"task": "hub.sweep", "schedule": settings.delivery.sweep_interval_s},
             "release": {
                 "task": "hub.release",
                 "schedule": settings.scheduling.release_interval_s,
+            },
+            # Expires before the next tick: a backlog of ticks adds nothing.
+            "alerts": {
+                "task": "hub.alerts_tick",
+                "schedule": settings.alerts.tick_s,
+                "options": {"expires": settings.alerts.tick_s * 5},
             },
         },
     }

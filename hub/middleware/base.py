@@ -31,6 +31,8 @@ class Turn:
     profile: dict[str, Any] | None = None
     # A digest's events, oldest first (those folded into it; see hub.store.digests).
     digest: list[EventRow] | None = None
+    # A failure alert's group as templates see it (``alert``; hub.alerts.context).
+    alert: dict[str, Any] | None = None
     message: Message | None = None
     # The channel's providers still to try this attempt, in order.
     providers: list[str] = field(default_factory=list)
