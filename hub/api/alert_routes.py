@@ -13,7 +13,6 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from collections.abc import Callable
 from datetime import datetime
 from html import escape
 from typing import Annotated, Any, Literal, NoReturn
@@ -22,7 +21,6 @@ from fastapi import Body, Depends, FastAPI, HTTPException, Query, Response, stat
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse
 from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy.orm import Session
 
 from hub import links
 from hub.api.auth import Access
@@ -31,7 +29,6 @@ from hub.api.unsubscribe_routes import PAGE_HEADERS
 from hub.keys import Principal
 from hub.settings import Settings
 from hub.store import alert_queries as queries
-from hub.store import alerts as stored
 from hub.store.db import session
 from hub.store.models import AlertStatus, utcnow
 
@@ -159,7 +156,9 @@ def _add_alerts(app: FastAPI, url: str, access: Access) -> None:
         principal: Principal = Depends(access.admin),  # noqa: B008
     ) -> AlertOut:
         """Acknowledge a firing alert: its repeats and escalation stop. 409 unless firing."""
-        return _change(url, alert_id, principal.name, _acknowledge)
+        with session(url) as db:
+            change = queries.acknowledge(db, alert_id, principal.name, utcnow())
+        return _answer(change, alert_id)
 
     @app.post("/v1/alerts/{alert_id}/resolve")
     def resolve(
@@ -167,38 +166,17 @@ def _add_alerts(app: FastAPI, url: str, access: Access) -> None:
         principal: Principal = Depends(access.admin),  # noqa: B008
     ) -> AlertOut:
         """Resolve an alert by hand; one that notified sends its "resolved" notification."""
-        return _change(url, alert_id, principal.name, _resolve)
+        with session(url) as db:
+            change = queries.resolve(db, alert_id, principal.name, utcnow())
+        return _answer(change, alert_id)
 
 
-def _acknowledge(db: Session, row: queries.AlertRow, by: str) -> str | None:
-    """Why ``row`` cannot be acknowledged, or None once it is."""
-    if stored.acknowledge(db, row.id, by, utcnow()):
-        return None
-    return f"alert {row.id!r} is {row.status}; only a firing alert can be acknowledged"
-
-
-def _resolve(db: Session, row: queries.AlertRow, by: str) -> str | None:
-    """Why ``row`` cannot be resolved, or None once it is."""
-    if stored.resolve(db, row.id, by, utcnow()) is not None:
-        return None
-    return f"alert {row.id!r} is resolved already"
-
-
-def _change(
-    url: str,
-    alert_id: str,
-    by: str,
-    change: Callable[[Session, queries.AlertRow, str], str | None],
-) -> AlertOut:
-    """Apply ``change`` to a group: 404 if unknown, 409 with its refusal; the group after."""
-    with session(url) as db:
-        row = _found(queries.alert(db, alert_id), alert_id)
-        refusal = change(db, row, by)
-        after = queries.alert(db, alert_id)
-    if refusal is not None:
-        raise HTTPException(status.HTTP_409_CONFLICT, refusal)
-    assert after is not None  # groups are never deleted
-    return _alert_out(after)
+def _answer(change: queries.Change, alert_id: str) -> AlertOut:
+    """The group after a change: 404 if there is none, 409 with the refusal."""
+    row = _found(change.alert, alert_id)
+    if change.refusal is not None:
+        raise HTTPException(status.HTTP_409_CONFLICT, change.refusal)
+    return _alert_out(row)
 
 
 def _add_silences(app: FastAPI, url: str, access: Access) -> None:
@@ -298,11 +276,9 @@ def _add_ack_link(app: FastAPI, settings: Settings) -> None:
         """Acknowledge the token's alert; one acknowledged already is shown as it is."""
         alert_id = _read_ack(settings, token)
         with session(url) as db:
-            _found(queries.alert(db, alert_id), alert_id, NO_ACK_LINK)
-            done = stored.acknowledge(db, alert_id, ACK_LINK, utcnow())
-            row = queries.alert(db, alert_id)
-        assert row is not None  # groups are never deleted
-        return _page(row, _DONE if done else _state(row))
+            change = queries.acknowledge(db, alert_id, ACK_LINK, utcnow())
+        row = _found(change.alert, alert_id, NO_ACK_LINK)
+        return _page(row, _DONE if change.refusal is None else _state(row))
 
 
 def _read_ack(settings: Settings, token: str) -> str:

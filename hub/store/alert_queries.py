@@ -21,6 +21,7 @@ from sqlalchemy import Select, and_, or_, select, update
 from sqlalchemy.orm import Session
 
 from hub import alerts
+from hub.store import alerts as stored
 from hub.store.alerts import GROUP_EVENTS, GROUPS, SILENCES
 from hub.store.models import Attempt, Event, Notification
 
@@ -149,6 +150,36 @@ def history(db: Session, group_id: str) -> History:
         notifications=notifications,
         attempts=attempts,
     )
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """What acknowledging or resolving did: the group after, and why it refused if it did."""
+
+    alert: AlertRow | None  # None: there is no such group
+    refusal: str | None = None
+
+
+def acknowledge(db: Session, group_id: str, by: str, now: datetime) -> Change:
+    """Acknowledge a firing group as ``by``; refused for any other status."""
+    if alert(db, group_id) is None:
+        return Change(None)
+    done = stored.acknowledge(db, group_id, by, now)
+    after = alert(db, group_id)
+    if done or after is None:
+        return Change(after)
+    return Change(
+        after, f"alert {group_id!r} is {after.status}; only a firing one can be acknowledged"
+    )
+
+
+def resolve(db: Session, group_id: str, by: str, now: datetime) -> Change:
+    """Resolve a group as ``by`` (one that notified announces it); refused if resolved already."""
+    if alert(db, group_id) is None:
+        return Change(None)
+    done = stored.resolve(db, group_id, by, now) is not None
+    after = alert(db, group_id)
+    return Change(after, None if done else f"alert {group_id!r} is resolved already")
 
 
 def silence_problems(
