@@ -15,6 +15,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import OperationalError
 
 from hub import __version__, events, logs
+from hub.api.alert_routes import add_alert_routes
 from hub.api.auth import Access
 from hub.api.callback_routes import add_callback_routes
 from hub.api.cancel_routes import add_cancel_routes
@@ -65,7 +66,7 @@ def create_app() -> FastAPI:
     def healthz() -> dict[str, str]:
         return {"status": "ok", "version": __version__}
 
-    # Callbacks and unsubscribe links take no key: they are signed instead.
+    # Callbacks, unsubscribe and ack links take no key: they are signed instead.
     access = Access.from_settings(settings)
     add_event_routes(app, settings.resolved_database_url, access)
     add_cancel_routes(app, settings.resolved_database_url, access)
@@ -75,6 +76,7 @@ def create_app() -> FastAPI:
     add_template_routes(app, settings, access)
     add_recipient_routes(app, access)
     add_subscription_routes(app, settings, access)
+    add_alert_routes(app, settings, access)
     breakers = circuit_breakers(settings.rate_limit_redis_url)
     add_channel_routes(app, settings, breakers, access)
     return app

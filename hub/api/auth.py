@@ -2,8 +2,8 @@
 
 Routes list one of :class:`Access`'s dependencies (scopes: :mod:`hub.keys`):
 
-- ``read``: ``GET`` on events, notifications and channels;
-- ``admin``: everything else (templates, retries, ...);
+- ``read``: ``GET`` on events, notifications, alerts and channels;
+- ``admin``: everything else (templates, retries, silences, acks, ...);
 - ``publisher``: a key that may publish some event type. The route then
   checks each event's type: :func:`check_publish` answers 403 for one the
   key may not publish (a batch rejects such an item alone).

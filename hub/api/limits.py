@@ -22,7 +22,7 @@ App = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 BATCH_SUFFIX = ":batch"
 # Signed instead of carrying a key: by their provider, or by the hub (hub.links).
-UNAUTHENTICATED_PREFIXES = ("/v1/callbacks/", "/v1/unsubscribe/")
+UNAUTHENTICATED_PREFIXES = ("/v1/callbacks/", "/v1/unsubscribe/", "/v1/alerts/ack/")
 BODYLESS = frozenset({"GET", "HEAD", "OPTIONS", "DELETE"})
 MISSING_KEY = "missing or invalid API key: send Authorization: Bearer <key>"
 

@@ -8,7 +8,7 @@ import sys
 import typer
 
 from hub import logs
-from hub.cli import manage, reload, run
+from hub.cli import alerts, manage, reload, run
 
 # Commands import what they run when they run: `hub --help` and `hub publish`
 # must not pay for loading Celery, FastAPI or uvicorn.
@@ -23,6 +23,7 @@ cli.add_typer(manage.templates_cli, name="templates")
 cli.add_typer(manage.recipients_cli, name="recipients")
 cli.add_typer(manage.topics_cli, name="topics")
 cli.add_typer(manage.subscriptions_cli, name="subscriptions")
+cli.add_typer(alerts.alerts_cli, name="alerts")
 
 
 def main() -> None:
