@@ -9,8 +9,8 @@ query.
 The check runs where notifications become final: after a delivery batch is
 recorded (:class:`hub.middleware.Completion`) and after routing, for an event
 whose notifications were all final at once (all suppressed) or that made
-none. Call :func:`complete` inside the transaction that made them final, and
-:func:`announce` once it is committed.
+none (:func:`complete_routed`). Call :func:`complete` inside the transaction
+that made them final, and :func:`announce` once it is committed.
 """
 
 from __future__ import annotations
@@ -24,7 +24,8 @@ from sqlalchemy.orm import Session
 from hub.errors import BrokerUnavailable, EventError
 from hub.settings import Settings
 from hub.store import events as stored_events
-from hub.store.events import CompletedEvent, EventRow
+from hub.store.events import UNFINISHED, CompletedEvent, EventRow
+from hub.store.notifications import NewNotification
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +52,22 @@ def complete(db: Session, settings: Settings, events: Iterable[EventRow]) -> lis
     if not candidates:
         return []
     return stored_events.complete_events(db, candidates)
+
+
+def complete_routed(
+    db: Session,
+    settings: Settings,
+    routed: Sequence[EventRow],
+    planned: Sequence[NewNotification],
+) -> list[CompletedEvent]:
+    """:func:`complete` for the events routing just stored ``planned`` for, in its transaction.
+
+    Only those it left nothing open to send: every notification suppressed
+    at once, or none at all. One with a notification to send is completed
+    by the delivery that records its last one (:class:`hub.middleware.Completion`).
+    """
+    open_events = {n.event_id for n in planned if n.status in UNFINISHED}
+    return complete(db, settings, [event for event in routed if event.id not in open_events])
 
 
 def completion_data(completed: CompletedEvent) -> dict[str, Any]:

@@ -20,7 +20,13 @@ import pytest
 from sqlalchemy import select
 
 from hub.channels.base import Receipt
-from hub.completion import COMPLETED_EVENT, announce, complete, completion_data
+from hub.completion import (
+    COMPLETED_EVENT,
+    announce,
+    complete,
+    complete_routed,
+    completion_data,
+)
 from hub.errors import PermanentError
 from hub.events import Catalog
 from hub.middleware import Batch, Completion, Turn
@@ -216,6 +222,59 @@ def test_live_counts_sum_the_open_notifications_as_pending(database_url: str) ->
 
     assert (counts["total"], counts["suppressed"], counts["pending"]) == (3, 1, 2)
     assert counts["by_status"] == {"suppressed": 1, "queued": 2}
+
+
+def planned_for(database_url: str, event: EventRow) -> list[NewNotification]:
+    """What routing planned for ``event``, as its stored notifications say."""
+    with session(database_url) as db:
+        stored = stored_notifications.notifications_of(db, event.id)
+    return [
+        NewNotification(
+            n.id,
+            n.event_id,
+            n.subscription,
+            n.channel,
+            n.recipient,
+            n.template,
+            status=NotificationStatus(n.status),
+        )
+        for n in stored
+    ]
+
+
+def test_routing_completes_an_event_whose_notifications_were_all_suppressed_at_once(
+    database_url: str, completion_settings: Settings
+) -> None:
+    suppressed = routed_event(database_url, "test.completion", [SUPPRESSED, SUPPRESSED])
+    heard_by_nobody = routed_event(database_url, "test.completion", [])
+
+    with session(database_url) as db:
+        completed = complete_routed(
+            db,
+            completion_settings,
+            [suppressed, heard_by_nobody],
+            planned_for(database_url, suppressed),
+        )
+
+    assert sorted(c.event_id for c in completed) == sorted([suppressed.id, heard_by_nobody.id])
+
+
+def test_routing_leaves_an_event_with_a_notification_to_send_to_delivery(
+    database_url: str, completion_settings: Settings
+) -> None:
+    event = routed_event(database_url, "test.completion", [SUPPRESSED, QUEUED])
+    planned = planned_for(database_url, event)
+    # Delivered meanwhile (a redelivered routing task): delivery completes it, not routing.
+    with session(database_url) as db:
+        open_one = next(n.id for n in planned if n.status is QUEUED)
+        stored_notifications.claim_many(db, [open_one])
+        stored_notifications.finish(db, open_one, NotificationStatus.FAILED, "550")
+
+    with session(database_url) as db:
+        completed = complete_routed(db, completion_settings, [event], planned)
+
+    assert completed == []
+    assert stored(database_url, event.id).status == EventStatus.ROUTED
 
 
 # ---- Announcing --------------------------------------------------------------------------------
