@@ -12,12 +12,16 @@ the SMTP sink).
 
 from __future__ import annotations
 
+import os
+import threading
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import create_engine, select, text
+from sqlalchemy.engine import make_url
 
 from hub.channels.base import Receipt
 from hub.completion import (
@@ -33,11 +37,18 @@ from hub.middleware import Batch, Completion, Turn
 from hub.settings import Settings, bundled_path, load_settings
 from hub.store import events as stored_events
 from hub.store import notifications as stored_notifications
-from hub.store.db import migrate, session
+from hub.store.db import engine, migrate, session
 from hub.store.events import EventRow
 from hub.store.models import Event, EventStatus, NotificationStatus
 from hub.store.notifications import NewNotification, notification_id
-from tests.conftest import TEST_SETTINGS, Stack, other_redis_db, running_stack, wait_until
+from tests.conftest import (
+    TEST_SETTINGS,
+    Stack,
+    missing_service,
+    other_redis_db,
+    running_stack,
+    wait_until,
+)
 from tests.smtp_sink import SmtpSink
 from tests.test_middleware import RecordingPublish
 
@@ -100,11 +111,28 @@ def completion_settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
     return load_settings(path)
 
 
-@pytest.fixture
-def database_url(tmp_path: Path) -> str:
-    url = f"sqlite:///{tmp_path / 'hub.db'}"
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A fresh, migrated store of each backend (PostgreSQL: HUB_TEST_DATABASE_URL)."""
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'hub.db'}"
+        migrate(url)
+        yield url
+        return
+    admin_url = os.environ.get("HUB_TEST_DATABASE_URL")
+    if not admin_url:
+        missing_service("PostgreSQL variant needs HUB_TEST_DATABASE_URL")
+    name = f"hub_test_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(text(f'CREATE DATABASE "{name}"'))
+    url = make_url(admin_url).set(database=name).render_as_string(hide_password=False)
     migrate(url)
-    return url
+    yield url
+    engine(url).dispose()
+    with admin.connect() as connection:
+        connection.execute(text(f'DROP DATABASE "{name}" WITH (FORCE)'))
+    admin.dispose()
 
 
 def routed_event(
@@ -222,6 +250,59 @@ def test_live_counts_sum_the_open_notifications_as_pending(database_url: str) ->
 
     assert (counts["total"], counts["suppressed"], counts["pending"]) == (3, 1, 2)
     assert counts["by_status"] == {"suppressed": 1, "queued": 2}
+
+
+def test_of_two_transactions_recording_an_events_last_two_notifications_one_completes_it(
+    database_url: str,
+) -> None:
+    # Each transaction records one notification, then checks while the other
+    # one's is uncommitted: the second to check must wait for the first to
+    # commit, or neither would see both final. SQLite has one writer at a
+    # time, so only PostgreSQL can interleave them.
+    if not database_url.startswith("postgresql"):
+        pytest.skip("SQLite serializes writers: no two recordings interleave")
+    event = routed_event(database_url, "test.completion", [QUEUED, QUEUED])
+    with session(database_url) as db:
+        first, second = (n.id for n in stored_notifications.notifications_of(db, event.id))
+        stored_notifications.claim_many(db, [first, second])
+    first_checked, second_waits = threading.Event(), threading.Event()
+    results: dict[str, list[str]] = {}
+
+    def record(name: str, notification: str, before: threading.Event | None) -> None:
+        if before is not None:
+            before.wait(10)
+        with session(database_url) as db:
+            stored_notifications.finish(db, notification, NotificationStatus.FAILED, "550")
+            results[name] = [c.event_id for c in stored_events.complete_events(db, [event.id])]
+            if before is None:
+                first_checked.set()
+                second_waits.wait(10)
+
+    threads = [
+        threading.Thread(target=record, args=("first", first, None)),
+        threading.Thread(target=record, args=("second", second, first_checked)),
+    ]
+    for thread in threads:
+        thread.start()
+    wait_until(lambda: waiting_on_a_lock(database_url), what="the second check to wait")
+    second_waits.set()
+    for thread in threads:
+        thread.join(10)
+
+    assert results == {"first": [], "second": [event.id]}
+    assert stored(database_url, event.id).status == EventStatus.COMPLETED
+
+
+def waiting_on_a_lock(database_url: str) -> bool:
+    """Whether a session of this database waits for a row lock."""
+    with session(database_url) as db:
+        waiting = db.scalar(
+            text(
+                "SELECT count(*) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND wait_event_type = 'Lock'"
+            )
+        )
+    return bool(waiting)
 
 
 def planned_for(database_url: str, event: EventRow) -> list[NewNotification]:
