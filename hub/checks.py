@@ -59,6 +59,9 @@ def _rendered_examples(settings: Settings, templates: Templates) -> list[str]:
         alert = subscription.channel == ALERT
         channels = settings.channels.alert_targets if alert else [subscription.channel]
         context = context_for("evt_check", subscription.event, event.example)
+        if subscription.digest is not None:
+            # A digest renders with the events folded into it (hub.delivery).
+            context.update(events=[event.example], count=1)
         for channel in channels:
             parts = settings.channel_classes[channel].parts
             try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from datetime import datetime
 from typing import Any
 from urllib.parse import quote
 
@@ -31,11 +32,15 @@ class HubClient:
         *,
         recipients: Sequence[str | Mapping[str, Any]] = (),
         topics: Sequence[str] = (),
+        deliver_at: datetime | None = None,
+        cancellation_key: str | None = None,
     ) -> dict[str, Any]:
         """Publish one event; returns ``{"id", "status", "duplicate"}``.
 
         ``recipients`` are ids or inline recipients (stored as given) and
         ``topics`` topic keys: subscriptions without a ``to`` send to each.
+        ``deliver_at`` (aware) holds its notifications until then;
+        ``cancellation_key`` lets :meth:`cancel` stop what is not sent yet.
         Raises :class:`httpx.HTTPStatusError` on 4xx/5xx; a 422's body names the field.
         """
         body: dict[str, Any] = {"type": event_type, "data": data}
@@ -45,7 +50,15 @@ class HubClient:
             body["recipients"] = list(recipients)
         if topics:
             body["topics"] = list(topics)
+        if deliver_at is not None:
+            body["deliver_at"] = deliver_at.isoformat()
+        if cancellation_key is not None:
+            body["cancellation_key"] = cancellation_key
         return self._call("POST", "/v1/events", body)
+
+    def cancel(self, cancellation_key: str) -> dict[str, Any]:
+        """Stop what the events published with ``cancellation_key`` have not sent yet."""
+        return self._call("POST", "/v1/cancel", {"cancellation_key": cancellation_key})
 
     def event(self, event_id: str) -> dict[str, Any]:
         """The event with its notifications and their attempts."""

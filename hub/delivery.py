@@ -30,6 +30,7 @@ from hub.errors import (
 )
 from hub.middleware import Batch, Turn
 from hub.recording import SendRecorder, record
+from hub.store import digests
 from hub.store import events as stored_events
 from hub.store import notifications as stored_notifications
 from hub.store import recipients as stored_recipients
@@ -51,7 +52,9 @@ def claim(
 ) -> Batch:
     """Claim a batch inside ``db``'s transaction; those not ours to send are left out."""
     claimed = stored_notifications.claim_many(db, notification_ids)
-    events = stored_events.events_by_id(db, {n.event_id for n in claimed})
+    folded = digests.members(db, [n.id for n in claimed if n.is_digest])
+    event_ids = {n.event_id for n in claimed}.union(*folded.values())
+    events = stored_events.events_by_id(db, event_ids)
     named = {n.recipient_id for n in claimed if n.recipient_id}
     profiles = stored_recipients.recipients_by_id(db, named) if named else {}
     providers = list(runtime.providers[channel])
@@ -60,6 +63,7 @@ def claim(
             n,
             events[n.event_id],
             profile=profile(profiles[n.recipient_id]) if n.recipient_id in profiles else None,
+            digest=[events[e] for e in folded[n.id] if e in events] if n.is_digest else None,
             providers=list(providers),
         )
         for n in claimed
@@ -109,6 +113,9 @@ def _render(runtime: Runtime, turn: Turn) -> None:
     """
     notification, event = turn.notification, turn.event
     channel = runtime.settings.channel_classes[notification.channel]
+    if turn.digest == []:
+        turn.decide(NotificationStatus.SUPPRESSED, "cancelled: every event of the digest was")
+        return
     try:
         recipient = channel.address(
             runtime.settings.channels.of(notification.channel), notification.recipient
@@ -117,6 +124,9 @@ def _render(runtime: Runtime, turn: Turn) -> None:
         context["recipient"] = notification.recipient
         if turn.profile is not None:
             context["profile"] = turn.profile
+        if turn.digest is not None:
+            context["events"] = [one.data for one in turn.digest]
+            context["count"] = len(turn.digest)
         unsubscribe_url = _unsubscribe_url(runtime, notification)
         if unsubscribe_url:
             context["unsubscribe_url"] = unsubscribe_url

@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import suppress
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from functools import cache
 from typing import Any
 
@@ -133,14 +134,20 @@ def new_event_id() -> str:
 
 
 @dataclass(frozen=True, slots=True)
-class Addressing:
-    """Who an event names, as received: recipient ids or inline recipients, and topic keys."""
+class Envelope:
+    """What a publish says besides the event: whom it names, when, and its cancellation key.
+
+    As received: recipient ids or inline recipients, topic keys, the time not
+    to deliver before (aware), and the key ``POST /v1/cancel`` takes.
+    """
 
     recipients: Sequence[Any] = ()
     topics: Sequence[Any] = ()
+    deliver_at: datetime | None = None
+    cancellation_key: str | None = None
 
 
-NOBODY = Addressing()
+PLAIN = Envelope()
 # Recipients or topics one event may name; a topic stands for any number of members.
 MAX_NAMED = 1000
 
@@ -151,7 +158,7 @@ def publish(
     idempotency_key: str | None = None,
     *,
     keep_if_broker_down: bool = False,
-    to: Addressing = NOBODY,
+    to: Envelope = PLAIN,
 ) -> Accepted:
     """Validate, store and enqueue one event.
 
@@ -172,7 +179,7 @@ def publish(
 
 
 async def publish_together(
-    event_type: str, data: Any, idempotency_key: str | None = None, to: Addressing = NOBODY
+    event_type: str, data: Any, idempotency_key: str | None = None, to: Envelope = PLAIN
 ) -> Accepted:
     """:func:`publish` for many concurrent callers on one event loop (the API).
 
@@ -194,7 +201,7 @@ def _upsert(inline: Sequence[RecipientChange]) -> None:
 
 
 def _validated(
-    event_type: str, data: Any, idempotency_key: str | None, to: Addressing = NOBODY
+    event_type: str, data: Any, idempotency_key: str | None, to: Envelope = PLAIN
 ) -> tuple[Event, list[RecipientChange]]:
     """The event to store, or :class:`EventError` naming each field that is wrong.
 
@@ -209,6 +216,11 @@ def _validated(
     errors += _data_errors(data, limits.max_depth, limits.max_string_bytes)
     ids, inline, addressing_errors = _addressing(to)
     errors += addressing_errors
+    if to.cancellation_key is not None:
+        errors += _text_errors(["cancellation_key"], to.cancellation_key, control=True)
+    if to.deliver_at is not None and to.deliver_at.tzinfo is None:
+        message = "needs a UTC offset or Z, e.g. 2026-12-24T09:00:00+01:00"
+        errors.append(_error(["deliver_at"], message, "timezone_aware"))
     if errors:
         fields = ", ".join(".".join(map(str, e["loc"])) for e in errors)
         raise EventError(f"invalid event: {fields}", errors)
@@ -220,11 +232,13 @@ def _validated(
         idempotency_key=idempotency_key,
         recipients=ids or None,
         topics=list(dict.fromkeys(to.topics)) or None,
+        deliver_at=to.deliver_at,
+        cancellation_key=to.cancellation_key,
     )
     return event, inline
 
 
-def _addressing(to: Addressing) -> tuple[list[str], list[RecipientChange], list[dict[str, Any]]]:
+def _addressing(to: Envelope) -> tuple[list[str], list[RecipientChange], list[dict[str, Any]]]:
     """The recipient ids an event names, its inline recipients to store, and what is wrong."""
     errors: list[dict[str, Any]] = []
     for field, named in (("recipients", to.recipients), ("topics", to.topics)):
@@ -336,8 +350,16 @@ def _answer(event: Event, first: Event, new: bool) -> Accepted | EventError:
 
 
 def _payload(event: Event) -> str:
-    """What an idempotency key stands for: type, data and addressing, canonically."""
-    named = [event.type, event.data, event.recipients or [], event.topics or []]
+    """What an idempotency key stands for: type, data, addressing and timing, canonically."""
+    deliver_at = event.deliver_at.astimezone(UTC).isoformat() if event.deliver_at else None
+    named = [
+        event.type,
+        event.data,
+        event.recipients or [],
+        event.topics or [],
+        deliver_at,
+        event.cancellation_key,
+    ]
     return json.dumps(named, sort_keys=True, separators=(",", ":"))
 
 
@@ -449,7 +471,7 @@ class Incoming:
     type: str
     data: Any
     idempotency_key: str | None = None
-    to: Addressing = NOBODY
+    to: Envelope = PLAIN
 
 
 def publish_many(incoming: Sequence[Incoming]) -> list[Accepted | EventError]:

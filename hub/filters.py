@@ -40,7 +40,8 @@ OPERATORS = ("eq", "ne", "in", "nin", *ORDERINGS, "exists")
 
 # What parsing makes of each part of a filter: a test of one event.
 Test = Callable[[Mapping[str, Any]], bool]
-_MISSING = object()
+# What :func:`lookup` finds at a path the event does not have (unlike a null).
+MISSING = object()
 
 
 class FilterError(ValueError):
@@ -120,7 +121,7 @@ def _entry(key: str, value: Any, where: str, depth: int) -> Test:
             here, f'expected an object of operators like {{"eq": ...}}, not {_shown(value)}'
         )
     tests = [_operator(name, operand, here) for name, operand in value.items()]
-    return lambda event: _holds(tests, _lookup(event, keys))
+    return lambda event: _holds(tests, lookup(event, keys))
 
 
 def _holds(tests: list[Callable[[Any], bool]], value: Any) -> bool:
@@ -151,15 +152,16 @@ def _check_json(value: Any, where: str) -> None:
         raise FilterError(where, f"{_shown(value)} is not a JSON value") from None
 
 
-def _lookup(event: Mapping[str, Any], keys: tuple[str, ...]) -> Any:
+def lookup(event: Mapping[str, Any], keys: tuple[str, ...]) -> Any:
+    """The value at ``keys`` (from :func:`parse_path`) in ``event``, or :data:`MISSING`."""
     value: Any = event
     for key in keys:
         if isinstance(value, Mapping):
-            value = value.get(key, _MISSING)
+            value = value.get(key, MISSING)
         elif isinstance(value, list) and key.isdigit() and int(key) < len(value):
             value = value[int(key)]
         else:
-            return _MISSING
+            return MISSING
     return value
 
 
@@ -178,7 +180,7 @@ def _kind(value: Any) -> str:
 
 def _equal(left: Any, right: Any) -> bool:
     """JSON equality: kinds must agree at every level (``true`` is not ``1``)."""
-    if left is _MISSING or (kind := _kind(left)) != _kind(right):
+    if left is MISSING or (kind := _kind(left)) != _kind(right):
         return False
     if kind == "list":
         return len(left) == len(right) and all(map(_equal, left, right))
@@ -193,7 +195,7 @@ def _ordered(compare: Callable[[Any, Any], bool]) -> Callable[[Any], Callable[[A
     def make(operand: Any) -> Callable[[Any], bool]:
         kind = _kind(operand)
         return lambda value: (
-            value is not _MISSING and _kind(value) == kind and compare(value, operand)
+            value is not MISSING and _kind(value) == kind and compare(value, operand)
         )
 
     return make
@@ -208,7 +210,7 @@ _TESTS: dict[str, Callable[[Any], Callable[[Any], bool]]] = {
     "gte": _ordered(lambda value, operand: value >= operand),
     "lt": _ordered(lambda value, operand: value < operand),
     "lte": _ordered(lambda value, operand: value <= operand),
-    "exists": lambda operand: lambda value: (value is not _MISSING) is operand,
+    "exists": lambda operand: lambda value: (value is not MISSING) is operand,
 }
 
 

@@ -73,6 +73,21 @@ def read_unsubscribe(settings: Settings, token: str) -> tuple[str, str] | None:
     return fields[0], fields[1]
 
 
+ACK = "ack"
+ACK_PATH = "/v1/alerts/ack/"
+
+
+def ack_url(settings: Settings, alert_id: str) -> str:
+    """The signed link that acknowledges alert group ``alert_id`` (GET shows, POST acts)."""
+    return f"{settings.api.base_url}{ACK_PATH}{sign(secret_key(settings), ACK, [alert_id])}"
+
+
+def read_ack(settings: Settings, token: str) -> str | None:
+    """The alert group id of an ack token; None if forged or malformed."""
+    fields = verify(secret_key(settings), ACK, token)
+    return fields[0] if fields is not None and len(fields) == 1 else None
+
+
 def secret_key(settings: Settings) -> bytes:
     """The key links are signed with: ``secret_key``, else the one kept under ``var_dir``."""
     configured = settings.secret_key.get_secret_value()

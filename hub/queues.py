@@ -29,6 +29,7 @@ EVENTS = "events"
 # order routing picks the batch it sends itself.
 PRIORITIES = ("critical", "high", "normal", "low")
 NORMAL = "normal"
+CRITICAL = "critical"
 
 # What `hub up` runs a second, small worker on: routing and critical
 # deliveries never wait behind a bulk backlog on the main worker.

@@ -48,7 +48,7 @@ Error = dict[str, Any]
 _SLACK_ID = re.compile(r"[CDGUW][A-Z0-9]{8,20}")
 # A language, an optional script and an optional region: fr, fr-CA, zh-Hant-TW, es-419.
 _LOCALE = re.compile(r"([a-z]{2,3})(?:-([a-z]{4}))?(?:-([a-z]{2}|[0-9]{3}))?")
-_CLOCK = re.compile(r"([01][0-9]|2[0-3]):[0-5][0-9]")
+_CLOCK = re.compile(r"([01][0-9]|2[0-3]):[0-5][0-9](:[0-5][0-9])?")
 
 
 class RecipientError(InputError):
@@ -372,7 +372,7 @@ def _switches(value: Any, known: set[str] | None) -> list[Error]:
 
 
 def _quiet_hours(value: Any) -> list[Error]:
-    """Why ``value`` is not ``{"start": "HH:MM", "end": "HH:MM"}`` (in the recipient's zone)."""
+    """Why ``value`` is not ``{"start": "HH:MM[:SS]", "end": "HH:MM[:SS]"}`` (recipient's zone)."""
     if not isinstance(value, Mapping):
         return [_error([], 'expected {"start": "22:00", "end": "07:00"}', "dict_type")]
     errors = [

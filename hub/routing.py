@@ -18,6 +18,7 @@ import logging
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from fnmatch import fnmatchcase
 from typing import Any
 
@@ -25,15 +26,19 @@ import jinja2
 from pydantic import ValidationError
 from sqlalchemy.orm import Session
 
-from hub import addressing
+from hub import addressing, alerts
 from hub.errors import ConfigError, TemplateError
 from hub.filters import Filter, parse_filter
+from hub.scheduling import hold
 from hub.settings import ALERT, Settings, Subscription
+from hub.store import alerts as stored_alerts
+from hub.store import digests
 from hub.store import events as stored_events
 from hub.store import notifications as stored_notifications
 from hub.store import subscriptions as stored_subscriptions
-from hub.store.models import Notification, NotificationStatus
-from hub.store.notifications import NewNotification, notification_id
+from hub.store.events import EventRow
+from hub.store.models import Notification, NotificationStatus, utcnow
+from hub.store.notifications import NewNotification, Queued, notification_id
 from hub.store.recipients import RecipientRow
 from hub.templates import Templates, context_for
 
@@ -162,6 +167,20 @@ class Routes:
             self._by_type[event_type] = found
         return found
 
+    def resolving(self, event_type: str) -> tuple[Route, ...]:
+        """The grouped routes whose ``resolve_on`` matches ``event_type`` (hub.alerts)."""
+        return tuple(
+            r
+            for r in self._all
+            if r.subscription.grouped
+            and r.subscription.resolve_on
+            and fnmatchcase(event_type, r.subscription.resolve_on)
+        )
+
+    def named(self, name: str) -> Route | None:
+        """The route of the subscription called ``name``, if it is still there."""
+        return next((r for r in self._all if r.subscription.name == name), None)
+
 
 class Router:
     """One process's subscriptions: those of settings, then the store's at the version it read.
@@ -227,6 +246,16 @@ def router(settings: Settings, templates: Templates) -> Router:
 Resolve = Callable[[str], Sequence[RecipientRow]]
 
 
+@dataclass(frozen=True, slots=True)
+class Timing:
+    """When routing happens, and what of the event bears on when its notifications go out."""
+
+    now: datetime
+    deliver_at: datetime | None = None
+    # POST /v1/cancel came first: everything is suppressed as cancelled.
+    cancelled: bool = False
+
+
 def plan(
     event_id: str,
     event_type: str,
@@ -236,6 +265,7 @@ def plan(
     alert_targets: Sequence[str],
     named: Sequence[RecipientRow] = (),
     resolve: Resolve | None = None,
+    timing: Timing | None = None,
 ) -> list[NewNotification]:
     """The notifications ``event`` must produce: one per matching route, channel and recipient.
 
@@ -250,17 +280,19 @@ def plan(
     spaces) is kept whole, never fanned out, and fails delivery as an invalid
     address; one too long to store is cut to :data:`MAX_RECIPIENT_CHARS`,
     which no address reaches. The channel ``alert`` stands for every target
-    in ``alert_targets``.
+    in ``alert_targets``. ``timing`` decides which must wait, as
+    ``scheduled`` (:mod:`hub.scheduling`): the subscription's ``delay``, the
+    event's ``deliver_at``, a stored recipient's quiet hours; a digest
+    subscription's notifications wait for their window to close.
     """
+    timing = timing or Timing(utcnow())
     context = context_for(event_id, event_type, data)
     event = {"type": event_type, "id": event_id, "data": data}
     planned: dict[str, NewNotification] = {}
     for route in routes:
         subscription = route.subscription
-        if route.filter is not None and not route.filter.matches(event):
-            continue
         try:
-            if subscription.when and not templates.condition(subscription.when, context):
+            if not applies(route, event, context, templates):
                 continue
             if subscription.to and not addressing.is_reference(subscription.to):
                 rendered = templates.expression(subscription.to, context)
@@ -280,7 +312,7 @@ def plan(
             if rendered:
                 recipient = rendered[:MAX_RECIPIENT_CHARS]
                 nid = notification_id(event_id, subscription.name, channel, recipient)
-                planned[nid] = _new(nid, event_id, subscription, channel, recipient)
+                planned[nid] = _new(nid, event_id, subscription, channel, recipient, timing)
             for target in targets:
                 reach = addressing.delivery(target, channel, subscription.category)
                 # Keyed on the recipient, not the address: changing an address
@@ -293,10 +325,21 @@ def plan(
                     subscription,
                     channel,
                     reach.address[:MAX_RECIPIENT_CHARS],
-                    recipient_id=target.id,
+                    timing,
+                    target,
                     suppressed=reach.suppressed,
                 )
     return list(planned.values())
+
+
+def applies(
+    route: Route, event: dict[str, Any], context: dict[str, Any], templates: Templates
+) -> bool:
+    """Whether the route's ``filter`` and ``when`` hold for ``event``; TemplateError if broken."""
+    subscription = route.subscription
+    if route.filter is not None and not route.filter.matches(event):
+        return False
+    return not subscription.when or templates.condition(subscription.when, context)
 
 
 def _new(
@@ -305,9 +348,27 @@ def _new(
     subscription: Subscription,
     channel: str,
     recipient: str,
-    recipient_id: str | None = None,
+    timing: Timing,
+    target: RecipientRow | None = None,
     suppressed: str | None = None,
 ) -> NewNotification:
+    if timing.cancelled:
+        suppressed = "cancelled: its cancellation_key was cancelled before routing"
+    status, not_before = NotificationStatus.QUEUED, None
+    reason = suppressed
+    digest_s = subscription.digest_s
+    if suppressed:
+        status = NotificationStatus.SUPPRESSED
+    elif held := hold(
+        timing.now,
+        # A digest's notifications wait with it for its window to close.
+        delay_s=max(subscription.delay_s, digest_s or 0),
+        deliver_at=timing.deliver_at,
+        priority=subscription.priority,
+        preferences=target.preferences if target else None,
+        timezone=target.timezone if target else None,
+    ):
+        status, not_before, reason = NotificationStatus.SCHEDULED, held.until, held.reason
     return NewNotification(
         id=nid,
         event_id=event_id,
@@ -316,21 +377,24 @@ def _new(
         recipient=recipient,
         template=subscription.template,
         ttl_s=subscription.ttl_s,
-        recipient_id=recipient_id,
-        status=NotificationStatus.SUPPRESSED if suppressed else NotificationStatus.QUEUED,
-        reason=suppressed,
+        recipient_id=target.id if target else None,
+        status=status,
+        reason=reason,
         priority=subscription.priority,
         category=subscription.category,
+        not_before=not_before,
+        digest_s=None if suppressed else digest_s,
     )
 
 
 def route_events(
     db: Session, settings: Settings, templates: Templates, event_ids: Sequence[str]
-) -> list[tuple[str, str]]:
-    """Store the notifications of stored events in ``db``; ``(id, channel)`` of those to deliver.
+) -> list[Queued]:
+    """Store the notifications of stored events in ``db``; those to deliver or hold.
 
-    The subscriptions are this process's, brought up to the store's version in
-    ``db``'s transaction first. Safe to repeat: notification ids are
+    Each returned :class:`Queued` is to deliver now, or carries the time it is
+    held until (``not_before``). The subscriptions are this process's, brought
+    up to the store's version in ``db``'s transaction first. Safe to repeat: notification ids are
     deterministic, so a redelivered routing task finds the rows it already made.
     """
     routes = router(settings, templates).routes(db)
@@ -343,12 +407,22 @@ def route_events(
             references[to] = addressing.referenced(db, to)
         return references[to]
 
+    now = utcnow()
     planned: list[NewNotification] = []
+    silences: list[tuple[str, dict[str, Any]]] | None = None
     for event in routed:
         matching = routes.matching(event.type)
         if not matching:
             # Accepted but heard by nobody: say so, or it looks like a lost event.
             log.warning("event %s (%s) matches no subscription", event.id, event.type)
+        grouped = [route for route in matching if route.subscription.grouped]
+        if grouped:
+            matching = tuple(route for route in matching if not route.subscription.grouped)
+            if silences is None:
+                silences = stored_alerts.active_silences(db, now)
+            _fold_into_groups(db, grouped, event, templates, silences, now)
+        for route in routes.resolving(event.type):
+            _resolve_groups(db, route, event, now)
         named = (
             addressing.recipients_of(db, event.recipients, event.topics)
             if event.recipients or event.topics
@@ -363,5 +437,53 @@ def route_events(
             settings.channels.alert_targets,
             named,
             resolve,
+            Timing(now, event.deliver_at, event.cancelled),
         )
+    members = [one for one in planned if one.digest_s is not None]
+    if members:
+        planned = [one for one in planned if one.digest_s is None]
+        planned += digests.fold(db, members, now)
     return stored_notifications.add_notifications(db, [event.id for event in routed], planned)
+
+
+def _fold_into_groups(
+    db: Session,
+    grouped: Sequence[Route],
+    event: EventRow,
+    templates: Templates,
+    silences: list[tuple[str, dict[str, Any]]],
+    now: datetime,
+) -> None:
+    """Fold ``event`` into the alert group of each grouped route it applies to (hub.alerts)."""
+    as_event = {"type": event.type, "id": event.id, "data": event.data}
+    context = context_for(event.id, event.type, event.data)
+    for route in grouped:
+        subscription = route.subscription
+        try:
+            if not applies(route, as_event, context, templates):
+                continue
+        except TemplateError as exc:
+            log.error("subscription %r skipped for event %s: %s", subscription.name, event.id, exc)
+            continue
+        if stored_alerts.already_recorded(db, subscription.name, event.id):
+            continue
+        group_wait_s, group_interval_s, _ = alerts.timing(subscription)
+        stored_alerts.record(
+            db,
+            subscription.name,
+            alerts.labels(subscription.group_by, as_event),
+            event.id,
+            alerts.message_of(event.data),
+            now,
+            group_wait_s,
+            group_interval_s,
+            stored_alerts.silence_for(silences, as_event),
+        )
+
+
+def _resolve_groups(db: Session, route: Route, event: EventRow, now: datetime) -> None:
+    """Resolve the route's open groups whose labels ``event`` shares (a success)."""
+    as_event = {"type": event.type, "id": event.id, "data": event.data}
+    for group in stored_alerts.open_groups(db, [route.subscription.name]):
+        if alerts.resolves(group.labels, as_event):
+            stored_alerts.resolve(db, group.id, f"event {event.id}", now)

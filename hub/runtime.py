@@ -10,6 +10,7 @@ each process after fork, closed at worker shutdown.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import threading
 from collections.abc import Coroutine
@@ -24,9 +25,12 @@ from hub.errors import ConfigError
 from hub.middleware import Middleware, default_middleware
 from hub.middleware.announcer import Publish
 from hub.ratelimit import RedisRateLimiter
+from hub.reloads import VersionWatch, adopt, fresh_settings
 from hub.routing import check_subscriptions
 from hub.settings import Settings, get_settings
 from hub.templates import Templates
+
+log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
@@ -100,16 +104,59 @@ def _redis(settings: Settings) -> redis.Redis | None:
 
 _runtime: Runtime | None = None
 _runtime_pid: int | None = None
+_watch: VersionWatch | None = None
 _lock = threading.Lock()
 
 
 def get_runtime() -> Runtime:
-    """This process's runtime, built on first use (after fork, never inherited)."""
-    global _runtime, _runtime_pid
+    """This process's runtime, built on first use (after fork, never inherited).
+
+    Rebuilt from fresh settings and templates when ``hub reload`` moved the
+    settings' version, which is looked at once a second at most (:mod:`hub.reloads`).
+    """
+    global _runtime, _runtime_pid, _watch
     with _lock:
-        if _runtime is None or _runtime_pid != os.getpid():
-            _runtime, _runtime_pid = Runtime(get_settings(), events.publish), os.getpid()
+        if _runtime is None or _watch is None or _runtime_pid != os.getpid():
+            _watch = VersionWatch(get_settings().resolved_database_url)
+            _runtime, _runtime_pid = _first(_watch), os.getpid()
+        elif (version := _watch.moved()) is not None:
+            _runtime = _reloaded(_runtime, _watch, version)
         return _runtime
+
+
+def _first(watch: VersionWatch) -> Runtime:
+    """The process's first runtime, of the settings at the store's version.
+
+    Loaded afresh, not inherited: a worker child forked after a reload must
+    not run the settings its parent started with.
+    """
+    # Read before the settings are: a reload in between is seen next time, never missed.
+    watch.version = watch.stored()
+    watch.claim()
+    try:
+        settings = fresh_settings(get_settings())
+    except ConfigError as exc:
+        log.error("settings file broken since start-up, running the ones loaded then: %s", exc)
+        settings = get_settings()
+    adopt(settings)
+    return Runtime(settings, events.publish)
+
+
+def _reloaded(running: Runtime, watch: VersionWatch, version: int) -> Runtime:
+    """A runtime of the settings at ``version``; ``running`` again if they are broken."""
+    try:
+        settings = fresh_settings(running.settings)
+        runtime = Runtime(settings, events.publish)
+    except ConfigError as exc:
+        # `hub reload` refuses a broken file; this one was broken after it. Wait for the next.
+        log.error("settings version %d not applied, still running the last ones: %s", version, exc)
+        watch.version = version
+        return running
+    watch.version = version
+    adopt(settings)
+    running.close()
+    log.info("settings version %d applied: settings and templates reloaded", version)
+    return runtime
 
 
 def close_runtime() -> None:

@@ -78,12 +78,23 @@ class Supervisor:
                 return
             self._spawn(name, args)
 
-    def wait(self) -> str | None:
-        """Block until a signal arrives or a child crash-loops; the name of that child."""
+    def wait(self, on_hangup: list[str] | None = None) -> str | None:
+        """Block until a signal arrives or a child crash-loops; the name of that child.
+
+        SIGHUP runs ``on_hangup`` (``hub reload``) beside the children, if given.
+        """
         for signum in (signal.SIGINT, signal.SIGTERM):
             signal.signal(signum, lambda *_: self._stop.set())
+        if on_hangup:
+            signal.signal(signal.SIGHUP, lambda *_: self._run_beside(on_hangup))
         self._stop.wait()
         return self.crash_looping
+
+    def _run_beside(self, args: list[str]) -> None:
+        # On a thread, not in the handler: the command takes a second or more.
+        run = threading.Thread(target=subprocess.run, args=(args,), kwargs={"env": self.env})
+        run.daemon = True
+        run.start()
 
     def stop(self, timeout_s: float = 15.0) -> None:
         """SIGTERM every child (Celery warm shutdown), SIGKILL what is left after the timeout."""

@@ -23,9 +23,10 @@ from hub.errors import EventError
 from hub.middleware import Batch, Turn
 from hub.routing import route_events
 from hub.runtime import Runtime, close_runtime, get_runtime
-from hub.store import backlog
+from hub.store import backlog, schedule
 from hub.store import events as stored_events
 from hub.store.db import seconds_ago, session
+from hub.store.models import utcnow
 from hub.store.notifications import Queued
 from hub.worker import (
     DELIVERY_BATCH,
@@ -59,9 +60,22 @@ def publish(
     id: str | None = None,
     recipients: list[Any] | None = None,
     topics: list[str] | None = None,
+    deliver_at: str | None = None,
+    cancellation_key: str | None = None,
 ) -> dict[str, Any]:
-    """Publish an event from another Celery app: ``send_task("hub.publish", kwargs=...)``."""
-    to = events.Addressing(recipients or [], topics or [])
+    """Publish an event from another Celery app: ``send_task("hub.publish", kwargs=...)``.
+
+    ``deliver_at`` is an ISO 8601 time with an offset, as in the HTTP API.
+    """
+    try:
+        at = datetime.fromisoformat(deliver_at) if deliver_at is not None else None
+    except ValueError:
+        errors = [
+            {"loc": ["deliver_at"], "msg": "not an ISO 8601 time", "type": "datetime_parsing"}
+        ]
+        log.error("rejected event from send_task: %s", errors)
+        return {"status": "rejected", "errors": errors}
+    to = events.Envelope(recipients or [], topics or [], at, cancellation_key)
     try:
         accepted = events.publish(type, data, id, keep_if_broker_down=True, to=to)
     except EventError as exc:
@@ -93,7 +107,7 @@ def route_many(event_ids: list[str]) -> int:
     """
     runtime = get_runtime()
     try:
-        queued, claimed_lane, claimed = _route(runtime, event_ids)
+        routed, claimed_lane, claimed = _route(runtime, event_ids)
     except SQLAlchemyError:
         raise  # the store itself failed: retried (STORE_RETRIES), then left to the sweeper
     except Exception as exc:
@@ -103,26 +117,50 @@ def route_many(event_ids: list[str]) -> int:
             return sum(route_many([event_id]) for event_id in event_ids)
         _routing_failed(runtime, event_ids[0], exc)
         return 0
+    queued = [one for one in routed if one.not_before is None]
     enqueue_deliveries(one for one in queued if claimed is None or lane_of(one) != claimed_lane)
+    _count_down(runtime, [one for one in routed if one.not_before is not None])
     if claimed is not None:
         _retry_later(claimed.channel, send(runtime, claimed))
-    return len(queued)
+    return len(routed)
+
+
+def _count_down(runtime: Runtime, held: list[Queued]) -> None:
+    """Send held notifications due within ``scheduling.countdown_max`` as broker countdowns.
+
+    Beat releases every held notification when its time comes; a countdown
+    makes a short wait end on time to the second rather than at beat's next
+    tick. Longer waits are left to beat alone (see SchedulingSettings).
+    """
+    horizon = runtime.settings.scheduling.countdown_max_s
+    now = utcnow()
+    by_moment: dict[datetime, list[Queued]] = {}
+    for one in held:
+        assert one.not_before is not None
+        if (one.not_before - now).total_seconds() <= horizon:
+            by_moment.setdefault(one.not_before, []).append(one)
+    for moment, group in by_moment.items():
+        enqueue_deliveries(group, countdown=max((moment - now).total_seconds(), 0))
 
 
 def _route(
     runtime: Runtime, event_ids: list[str]
-) -> tuple[list[tuple[str, str]], Lane | None, Batch | None]:
-    """Route in one transaction; claim the one batch this worker sends itself, if any."""
+) -> tuple[list[Queued], Lane | None, Batch | None]:
+    """Route in one transaction; claim the one batch this worker sends itself, if any.
+
+    Returns every notification to deliver or hold (see :func:`route_events`).
+    """
     with session(runtime.settings.resolved_database_url) as db:
-        queued = route_events(db, runtime.settings, runtime.templates, event_ids)
+        routed = route_events(db, runtime.settings, runtime.templates, event_ids)
+        queued = [one for one in routed if one.not_before is None]
         by_lane: dict[Lane, list[str]] = {}
         for one in queued:
             by_lane.setdefault(lane_of(one), []).append(one[0])
         mine = [lane for lane in by_lane if consumes(queue_for(*lane))]
         if len(queued) > DELIVERY_BATCH or not mine:
-            return queued, None, None
+            return routed, None, None
         lane = min(mine, key=lambda lane: queues.PRIORITIES.index(lane[1]))
-        return queued, lane, claim(runtime, db, lane[0], by_lane[lane])
+        return routed, lane, claim(runtime, db, lane[0], by_lane[lane])
 
 
 def _routing_failed(runtime: Runtime, event_id: str, exc: Exception) -> None:
@@ -191,6 +229,20 @@ def sweep(before: str | None = None) -> dict[str, int]:
             "sweeper re-enqueued %d events, %d notifications", events_swept, notifications_swept
         )
     return {"events": events_swept, "notifications": notifications_swept}
+
+
+@shared_task(name="hub.release", **STORE_RETRIES)
+def release() -> int:
+    """Enqueue the held notifications whose time came (beat runs it every release_interval)."""
+    settings = get_runtime().settings
+    released = 0
+    while True:
+        with session(settings.resolved_database_url) as db:
+            due = schedule.release_due(db)
+        enqueue_deliveries(due)
+        released += len(due)
+        if len(due) < schedule.RELEASE_PAGE:
+            return released
 
 
 @worker_process_init.connect

@@ -77,9 +77,14 @@ def celery_config(settings: Settings) -> dict[str, Any]:
             "hub.route": {"queue": queues.EVENTS},
             "hub.route_many": {"queue": queues.EVENTS},
             "hub.sweep": {"queue": queues.EVENTS},
+            "hub.release": {"queue": queues.EVENTS},
         },
         "beat_schedule": {
-            "sweep": {"task": "hub.sweep", "schedule": settings.delivery.sweep_interval_s}
+            "sweep": {"task": "hub.sweep", "schedule": settings.delivery.sweep_interval_s},
+            "release": {
+                "task": "hub.release",
+                "schedule": settings.scheduling.release_interval_s,
+            },
         },
     }
 

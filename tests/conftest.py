@@ -39,7 +39,16 @@ to = "{{ data.email }}"
 template = "broken"
 """
 
-TERMINAL = {"sent", "failed", "suppressed", "unknown", "delivered", "undelivered", "expired"}
+TERMINAL = {
+    "sent",
+    "failed",
+    "suppressed",
+    "unknown",
+    "delivered",
+    "undelivered",
+    "expired",
+    "digested",
+}
 
 
 def other_redis_db(url: str) -> str:

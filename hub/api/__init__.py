@@ -17,8 +17,10 @@ from sqlalchemy.exc import OperationalError
 from hub import __version__, events, logs
 from hub.api.auth import Access
 from hub.api.callback_routes import add_callback_routes
+from hub.api.cancel_routes import add_cancel_routes
 from hub.api.channel_routes import add_channel_routes
 from hub.api.event_routes import add_event_routes
+from hub.api.follow import FollowReloads, started
 from hub.api.limits import RequestLimits
 from hub.api.notification_routes import add_notification_routes
 from hub.api.recipient_routes import add_recipient_routes
@@ -33,6 +35,7 @@ from hub.worker import get_app
 
 def create_app() -> FastAPI:
     """The API application; settings and the event catalog are checked here, at start-up."""
+    watch = started(get_settings().resolved_database_url)
     settings = get_settings()
     logs.configure(settings.logging.redact, settings)
     events.catalog()
@@ -46,6 +49,7 @@ def create_app() -> FastAPI:
         version=__version__,
         telemetry={"tracing": telemetry, "metrics": telemetry, "logs": telemetry},
     )
+    app.add_middleware(FollowReloads, watch=watch)
     app.add_middleware(
         RequestLimits,
         max_body_bytes=settings.api.max_body_bytes,
@@ -64,6 +68,7 @@ def create_app() -> FastAPI:
     # Callbacks and unsubscribe links take no key: they are signed instead.
     access = Access.from_settings(settings)
     add_event_routes(app, settings.resolved_database_url, access)
+    add_cancel_routes(app, settings.resolved_database_url, access)
     add_notification_routes(app, settings, access)
     add_callback_routes(app, settings)
     add_unsubscribe_routes(app, settings)

@@ -8,7 +8,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import Depends, FastAPI, Header, HTTPException, status
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
 
 from hub import events
 from hub.api.auth import Access, check_publish, publish_refusal
@@ -36,10 +36,21 @@ class EventIn(BaseModel):
         description='Recipient ids, or inline recipients stored as given: ["user-1", {"id": ...}]',
     )
     topics: list[str] = Field(default_factory=list, description="Topic keys: every member hears")
+    deliver_at: AwareDatetime | None = Field(
+        None, description="Not to be delivered before this time (ISO 8601 with an offset)"
+    )
+    cancellation_key: str | None = Field(
+        None,
+        min_length=1,
+        max_length=200,
+        description="POST /v1/cancel with it stops what this event has not sent yet",
+    )
 
     @property
-    def to(self) -> events.Addressing:
-        return events.Addressing(self.recipients, self.topics)
+    def to(self) -> events.Envelope:
+        return events.Envelope(
+            self.recipients, self.topics, self.deliver_at, self.cancellation_key
+        )
 
 
 class BatchIn(BaseModel):
@@ -87,6 +98,8 @@ class NotificationOut(BaseModel):
     recipient_id: str | None = Field(None, description="The stored recipient, when one was named")
     template: str
     status: str
+    not_before: datetime | None = Field(None, description="A scheduled one is held until then")
+    digest_id: str | None = Field(None, description="The digest a digested one was folded into")
     attempts: int
     last_error: str | None
     provider_message_id: str | None

@@ -21,7 +21,7 @@ from sqlalchemy.exc import IntegrityError
 
 from hub.api.auth import Access
 from hub.routing import stored_definition, subscription_errors
-from hub.settings import Settings, Subscription
+from hub.settings import Settings, Subscription, get_settings
 from hub.store import subscriptions as stored
 from hub.store.db import session
 from hub.store.models import StoredSubscription
@@ -87,12 +87,21 @@ class _Subscriptions:
     """What the routes do, over the settings' subscriptions and the store's."""
 
     def __init__(self, settings: Settings) -> None:
-        self._settings = settings
         self._url = settings.resolved_database_url
+        self._load(settings)
+
+    def _load(self, settings: Settings) -> None:
+        self._settings = settings
         self._templates = Templates(settings.all_template_dirs)
         self._fixed = {subscription.name: subscription for subscription in settings.subscriptions}
 
+    def _current(self) -> None:
+        """Follow ``hub reload``: the settings this process adopted last (hub.api.follow)."""
+        if (settings := get_settings()) is not self._settings:
+            self._load(settings)
+
     def page(self, limit: int, position: _Position) -> SubscriptionList:
+        self._current()
         fixed = self._settings.subscriptions
         items: list[SubscriptionOut] = []
         if (start := position.settings_index) is not None:
@@ -109,6 +118,7 @@ class _Subscriptions:
         return SubscriptionList(items=items, next_cursor=_cursor(_Position(None, last)))
 
     def get(self, name: str) -> SubscriptionOut:
+        self._current()
         if name in self._fixed:
             return _from_settings(self._fixed[name])
         with session(self._url) as db:
@@ -129,6 +139,7 @@ class _Subscriptions:
         return _from_store(row)
 
     def replace(self, name: str, subscription: Subscription) -> SubscriptionOut:
+        self._current()
         if name in self._fixed:
             raise _read_only(name)
         if subscription.name != name:
@@ -142,6 +153,7 @@ class _Subscriptions:
         return _from_store(row)
 
     def delete(self, name: str) -> None:
+        self._current()
         if name in self._fixed:
             raise _read_only(name)
         with session(self._url) as db:
@@ -151,6 +163,7 @@ class _Subscriptions:
 
     def _checked(self, subscription: Subscription) -> dict[str, Any]:
         """Its definition to store: 409 for a settings name, 422 naming each bad field."""
+        self._current()
         if subscription.name in self._fixed:
             raise _read_only(subscription.name)
         if errors := subscription_errors(subscription, self._settings, self._templates):

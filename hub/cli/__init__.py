@@ -8,12 +8,13 @@ import sys
 import typer
 
 from hub import logs
-from hub.cli import manage, run
+from hub.cli import manage, reload, run
 
 # Commands import what they run when they run: `hub --help` and `hub publish`
 # must not pay for loading Celery, FastAPI or uvicorn.
 cli = typer.Typer(help="hub: event-driven notifications on Celery and Redis.", no_args_is_help=True)
-for command in (run.up, run.check, run.api, run.worker, run.beat, manage.publish, manage.outbox):
+commands = (run.up, run.check, reload.reload, run.api, run.worker, run.beat)
+for command in (*commands, manage.publish, manage.cancel, manage.outbox):
     cli.command()(command)
 cli.add_typer(manage.keys_cli, name="keys")
 cli.add_typer(manage.db_cli, name="db")

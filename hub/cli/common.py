@@ -1,4 +1,4 @@
-"""What every ``hub`` command shares: failing with a one-line message, settings, JSON options."""
+"""What every ``hub`` command shares: failing with a one-line message, settings, checks, JSON."""
 
 from __future__ import annotations
 
@@ -22,6 +22,16 @@ def settings_or_fail() -> Settings:
         return get_settings()
     except ConfigError as exc:
         raise fail(str(exc)) from None
+
+
+def checked_or_fail(settings: Settings, nothing: str = "nothing was started") -> None:
+    """Run ``hub check``'s checks; print each problem and exit 2 if there is one."""
+    from hub.checks import problems
+
+    if found := problems(settings):
+        for line in found:
+            typer.secho(line, fg=typer.colors.RED, err=True)
+        raise fail(f"{len(found)} problem(s) found; {nothing}")
 
 
 def json_option(option: str, value: str) -> Any:

@@ -43,14 +43,25 @@ def publish(
     event_type: Annotated[str, typer.Argument(metavar="TYPE", help="Event type")],
     data: Annotated[str, typer.Option(help="Event data as JSON, or @file.json")] = "{}",
     id: Annotated[str | None, typer.Option(help="Idempotency key")] = None,
+    deliver_at: Annotated[
+        datetime | None,
+        typer.Option(
+            help="Hold its notifications until then (ISO 8601 with an offset)",
+            formats=["%Y-%m-%dT%H:%M:%S%z", "%Y-%m-%dT%H:%M:%S.%f%z", "%Y-%m-%dT%H:%M:%S"],
+        ),
+    ] = None,
+    cancellation_key: Annotated[
+        str | None, typer.Option(help="A key `hub cancel` can stop it with")
+    ] = None,
 ) -> None:
     """Publish an event (the same path as POST /v1/events)."""
     from hub import events
 
     settings_or_fail()
     payload = json_option("--data", data)
+    to = events.Envelope(deliver_at=deliver_at, cancellation_key=cancellation_key)
     try:
-        accepted = events.publish(event_type, payload, id)
+        accepted = events.publish(event_type, payload, id, to=to)
     except EventError as exc:
         details = "\n".join(f"  {'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors)
         raise fail(f"{exc}\n{details}") from None
@@ -59,6 +70,18 @@ def publish(
     typer.echo(
         json.dumps({"id": accepted.id, "status": "accepted", "duplicate": accepted.duplicate})
     )
+
+
+def cancel(
+    key: Annotated[str, typer.Argument(metavar="KEY", help="The events' cancellation_key")],
+) -> None:
+    """Stop what the events published with KEY have not sent yet (as POST /v1/cancel)."""
+    from hub.store import schedule
+    from hub.store.db import session
+
+    with session(_migrated_store()) as db:
+        done = schedule.cancel(db, key, lambda event_type: True)
+    typer.echo(json.dumps({"events": done.events, "cancelled": done.notifications}))
 
 
 @keys_cli.command("create")

@@ -10,7 +10,7 @@ import typer
 from sqlalchemy.exc import SQLAlchemyError
 
 from hub import queues
-from hub.cli.common import fail, settings_or_fail
+from hub.cli.common import checked_or_fail, fail, settings_or_fail
 from hub.errors import ConfigError, EmbeddedRedisError
 from hub.settings import Settings
 
@@ -33,22 +33,19 @@ def _dev_key(settings: Settings) -> str:
 
 
 def check() -> None:
-    """Validate settings, subscriptions and templates; print each problem with its file and line."""
+    """Validate settings, subscriptions and templates; print each problem with its file and line.
+
+    With a store, also list what changed since the last ``hub reload``.
+    """
+    from hub.cli.reload import report_changes
+
     settings = settings_or_fail()
-    _checked_or_fail(settings)
+    checked_or_fail(settings)
     typer.echo(
         f"ok: {len(settings.events)} event types, {len(settings.subscriptions)} subscriptions, "
         f"templates in {', '.join(str(d) for d in settings.all_template_dirs)}"
     )
-
-
-def _checked_or_fail(settings: Settings) -> None:
-    from hub.checks import problems
-
-    if found := problems(settings):
-        for line in found:
-            typer.secho(line, fg=typer.colors.RED, err=True)
-        raise fail(f"{len(found)} problem(s) found; nothing was started")
+    report_changes(settings)
 
 
 def up(
@@ -66,7 +63,7 @@ def up(
 
     started = time.monotonic()
     settings = settings_or_fail()
-    _checked_or_fail(settings)
+    checked_or_fail(settings)
     host, port = host or settings.api.host, port or settings.api.port
     settings.var_dir.mkdir(parents=True, exist_ok=True)
     try:
@@ -101,7 +98,7 @@ def up(
             f"  api key  {key}  (also in {settings.var_dir / 'dev-api-key'})\n"
             "Press Ctrl-C to stop.\n"
         )
-        crash_looping = supervisor.wait()
+        crash_looping = supervisor.wait(on_hangup=hub_command("reload"))
     finally:
         supervisor.stop()
         if embedded:
@@ -178,6 +175,7 @@ def worker(
 ) -> None:
     """Run a Celery worker (all queues unless -Q names some)."""
     from hub import events
+    from hub.reloads import record_first_snapshot
     from hub.runtime import Runtime
 
     settings = settings_or_fail()
@@ -188,6 +186,7 @@ def worker(
         Runtime(settings, events.publish).close()
     except ConfigError as exc:
         raise fail(str(exc)) from None
+    record_first_snapshot(settings)
     known = queues.all_queues(settings.channel_classes)
     try:
         consume = ",".join(queues.expand(consume, known) if consume else known)

@@ -29,6 +29,8 @@ class Turn:
     event: EventRow
     # The stored recipient as templates see it (``profile``), when there is one.
     profile: dict[str, Any] | None = None
+    # A digest's events, oldest first (those folded into it; see hub.store.digests).
+    digest: list[EventRow] | None = None
     message: Message | None = None
     # The channel's providers still to try this attempt, in order.
     providers: list[str] = field(default_factory=list)

@@ -17,7 +17,6 @@ import json
 import os
 import tomllib
 from collections.abc import Sequence
-from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -33,6 +32,7 @@ from pydantic_settings import (
 from hub.channels import channel_classes
 from hub.errors import ConfigError
 from hub.settings.models import (
+    AlertsSettings,
     ApiSettings,
     BundledSettings,
     ChannelSettings,
@@ -41,6 +41,7 @@ from hub.settings.models import (
     EventType,
     LoggingSettings,
     OutboundSettings,
+    SchedulingSettings,
     Subscription,
     section_model,
 )
@@ -58,6 +59,7 @@ __all__ = [
     "DURATION_UNITS_MS",
     "ENV_PREFIX",
     "MAX_DURATION_S",
+    "AlertsSettings",
     "ApiSettings",
     "BundledSettings",
     "ChannelSettings",
@@ -65,6 +67,7 @@ __all__ = [
     "DeliverySettings",
     "LoggingSettings",
     "OutboundSettings",
+    "SchedulingSettings",
     "EventType",
     "Rate",
     "Settings",
@@ -75,6 +78,7 @@ __all__ = [
     "parse_duration",
     "settings_class",
     "settings_path",
+    "use_settings",
 ]
 
 
@@ -99,6 +103,8 @@ class Settings(BaseSettings):
     bundled: BundledSettings = BundledSettings()
     api: ApiSettings = ApiSettings()
     delivery: DeliverySettings = DeliverySettings()
+    scheduling: SchedulingSettings = SchedulingSettings()
+    alerts: AlertsSettings = AlertsSettings()
     outbound: OutboundSettings = OutboundSettings()
     logging: LoggingSettings = LoggingSettings()
     channels: ChannelsSettings = ChannelsSettings()
@@ -289,7 +295,18 @@ def _check_env_names() -> None:
         )
 
 
-@cache
+_current: Settings | None = None
+
+
 def get_settings() -> Settings:
-    """The process-wide settings, loaded on first use."""
-    return load_settings()
+    """The process-wide settings, loaded on first use (and again by :func:`use_settings`)."""
+    global _current
+    if _current is None:
+        _current = load_settings()
+    return _current
+
+
+def use_settings(settings: Settings) -> None:
+    """Make ``settings`` the process's: a reload (:mod:`hub.reloads`) loaded them afresh."""
+    global _current
+    _current = settings

@@ -436,6 +436,46 @@ Priority = Literal["critical", "high", "normal", "low"]
 Duration = str | StrictInt | StrictFloat
 
 
+class SchedulingSettings(_Strict):
+    """How notifications held for later (delay, deliver_at, quiet hours, digests) are released."""
+
+    # Beat releases held notifications whose time came this often.
+    release_interval: Duration = "5s"
+    # Waits up to this long also go to the broker as countdowns, on time to the
+    # second; longer ones wait in the store only, for beat: Redis redelivers an
+    # unacknowledged countdown after its visibility timeout, which would
+    # duplicate long waits. 0: every wait is the store's.
+    countdown_max: Duration = "5m"
+
+    @field_validator("release_interval")
+    @classmethod
+    def _valid_interval(cls, value: Duration) -> Duration:
+        parse_duration(value, "release_interval")
+        return value
+
+    @field_validator("countdown_max")
+    @classmethod
+    def _valid_countdown(cls, value: Duration) -> Duration:
+        if parse_duration(value, "countdown_max", positive=False) > 3600:
+            raise ValueError("countdown_max: at most 1h, the broker's visibility timeout")
+        return value
+
+    @property
+    def release_interval_s(self) -> float:
+        return parse_duration(self.release_interval, "release_interval")
+
+    @property
+    def countdown_max_s(self) -> float:
+        return parse_duration(self.countdown_max, "countdown_max", positive=False)
+
+
+class AlertsSettings(_Strict):
+    """How often alert groups are checked for notifications, escalations and resolves."""
+
+    # Beat runs the check this often; escalation delays are as precise as it.
+    tick_s: float = Field(1.0, gt=0, le=60)
+
+
 class EscalationStep(_Strict):
     """One step of a failure alert's escalation: after how long, on which channel, to whom."""
 
@@ -472,17 +512,26 @@ class Subscription(_Strict):
     ttl: str = ""
     category: str | None = Field(None, min_length=1, max_length=200)
     priority: Priority = "normal"
-    # Stored and validated only: holding notifications for `delay`, and
-    # folding a recipient's events into one per `digest` window, come later.
+    # Held this long after routing ("10m"), as `scheduled` (hub.scheduling).
     delay: Duration | None = None
+    # A recipient's matching events within this window ("1h", opened by the
+    # first) become one notification, rendered with them all when it closes.
     digest: Duration | None = None
-    # Failure-alert grouping and escalation (the failure-alerts issue):
-    # validated for shape and stored; nothing acts on them yet.
+    # Failure alerts (hub.alerts): with group_by, matching events become
+    # alert groups by those labels instead of one notification each. The
+    # first notification waits group_wait, gathering what arrives meanwhile;
+    # news in an open group goes out at most once per group_interval; an
+    # unresolved group is sent again after repeat_interval.
     group_by: list[str] = Field(default_factory=list)
     group_wait: Duration | None = None
     group_interval: Duration | None = None
     repeat_interval: Duration | None = None
+    # Pages after the first notification, each at its `after`, until an ack or a resolve.
     escalation: list[EscalationStep] = Field(default_factory=list)
+    # The event type (or glob) whose events resolve this subscription's groups
+    # (task.succeeded for task.failed), and how long quiet resolves one.
+    resolve_on: str = ""
+    resolve_after: Duration | None = None
 
     @field_validator("ttl")
     @classmethod
@@ -491,7 +540,9 @@ class Subscription(_Strict):
             parse_duration(value, "ttl")
         return value
 
-    @field_validator("delay", "digest", "group_wait", "group_interval", "repeat_interval")
+    @field_validator(
+        "delay", "digest", "group_wait", "group_interval", "repeat_interval", "resolve_after"
+    )
     @classmethod
     def _valid_durations(cls, value: Duration | None, info: ValidationInfo) -> Duration | None:
         if value is not None:
@@ -529,3 +580,21 @@ class Subscription(_Strict):
     @property
     def ttl_s(self) -> float | None:
         return parse_duration(self.ttl, "ttl") if self.ttl else None
+
+    @property
+    def grouped(self) -> bool:
+        """Whether its events become alert groups (hub.alerts) rather than notifications."""
+        return bool(self.group_by)
+
+    def seconds(self, field: str, default: float) -> float:
+        """A duration field in seconds, or ``default`` when it is unset."""
+        value = getattr(self, field)
+        return default if value is None else parse_duration(value, field, positive=False)
+
+    @property
+    def delay_s(self) -> float:
+        return parse_duration(self.delay, "delay") if self.delay is not None else 0.0
+
+    @property
+    def digest_s(self) -> float | None:
+        return parse_duration(self.digest, "digest") if self.digest is not None else None

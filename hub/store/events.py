@@ -48,6 +48,10 @@ class EventRow:
     # Who the publisher named (see hub.addressing); empty for most events.
     recipients: list[str] = field(default_factory=list)
     topics: list[str] = field(default_factory=list)
+    # Not before this time (the publisher's deliver_at), and whether POST
+    # /v1/cancel cancelled it (routing then suppresses all it makes).
+    deliver_at: datetime | None = None
+    cancelled: bool = False
 
 
 class UndecodableEvent(ValueError):
@@ -116,6 +120,8 @@ def _event_row(event: Event) -> dict[str, Any]:
         "data": event.data,
         "recipients": event.recipients,
         "topics": event.topics,
+        "deliver_at": event.deliver_at,
+        "cancellation_key": event.cancellation_key,
         "status": EventStatus.ACCEPTED,
         "created_at": utcnow(),
     }
@@ -153,13 +159,21 @@ def events_by_id(db: Session, event_ids: Iterable[str]) -> dict[str, EventRow]:
     made the process's next transaction fail at once with "database is locked".
     """
     e = EVENTS.c
-    query = select(e.id, e.type, cast(e.data, Text), e.recipients, e.topics).where(
-        e.id.in_(list(event_ids))
-    )
+    query = select(
+        e.id, e.type, cast(e.data, Text), e.recipients, e.topics, e.deliver_at, e.cancelled_at
+    ).where(e.id.in_(list(event_ids)))
     rows = db.execute(query).all()
     return {
-        event_id: EventRow(event_id, type, _decoded(event_id, raw), named or [], topics or [])
-        for event_id, type, raw, named, topics in rows
+        event_id: EventRow(
+            event_id,
+            type,
+            _decoded(event_id, raw),
+            named or [],
+            topics or [],
+            deliver_at,
+            cancelled_at is not None,
+        )
+        for event_id, type, raw, named, topics, deliver_at, cancelled_at in rows
     }
 
 

@@ -131,6 +131,8 @@ class Notification(Base):
     # digest is itself a notification, scheduled until its window closes.
     digest_id: Mapped[str | None] = mapped_column(String(40), index=True)
     is_digest: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    # A failure alert's notification names its group (hub.alerts).
+    alert_id: Mapped[str | None] = mapped_column(String(40), index=True)
 
     __table_args__ = (
         Index("ix_notifications_status_updated", "status", "updated_at"),
@@ -260,3 +262,91 @@ class ConfigVersion(Base):
     # What was loaded at this version, where a kind keeps it (hub reload: settings).
     snapshot: Mapped[dict[str, Any] | None]
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class AlertStatus(StrEnum):
+    FIRING = "firing"
+    ACKNOWLEDGED = "acknowledged"  # a person took it: escalation stops
+    RESOLVED = "resolved"  # a success, a person, or resolve_after closed it
+    SILENCED = "silenced"  # a silence matched: recorded, nothing sent
+
+
+class AlertGroup(Base):
+    """Failures of one kind grouped on a subscription's ``group_by`` labels (hub.alerts).
+
+    The store is the source of truth for when it notifies and escalates: each
+    step is a conditional UPDATE, so a worker restart or a second beat can
+    neither lose nor repeat one.
+    """
+
+    __tablename__ = "alert_groups"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    subscription: Mapped[str] = mapped_column(String(200))
+    # A hash of the label values: at most one open group per subscription and key.
+    group_key: Mapped[str] = mapped_column(String(64))
+    labels: Mapped[dict[str, Any]] = mapped_column(JSON)
+    status: Mapped[str] = mapped_column(String(20), default=AlertStatus.FIRING)
+    count: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # Up to 5 distinct messages, first seen first.
+    messages: Mapped[list[str]] = mapped_column(JSON, default=list)
+    first_event_id: Mapped[str] = mapped_column(ForeignKey("events.id"))
+    first_seen: Mapped[datetime]
+    last_seen: Mapped[datetime]
+    # When the group next notifies (group_wait, group_interval, repeat_interval).
+    next_notify_at: Mapped[datetime | None]
+    # The count its last notification showed, and how many it sent.
+    notified_count: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    notifications_sent: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    first_notified_at: Mapped[datetime | None]
+    last_notified_at: Mapped[datetime | None]
+    # The next escalation step to take (an index into the subscription's escalation).
+    escalation_step: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    silence_id: Mapped[str | None] = mapped_column(String(40))
+    acknowledged_at: Mapped[datetime | None]
+    acknowledged_by: Mapped[str | None] = mapped_column(String(200))
+    resolved_at: Mapped[datetime | None]
+    resolved_by: Mapped[str | None] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    __table_args__ = (
+        Index(
+            "uq_alert_groups_open",
+            "subscription",
+            "group_key",
+            unique=True,
+            sqlite_where=text("status != 'resolved'"),
+            postgresql_where=text("status != 'resolved'"),
+        ),
+        Index("ix_alert_groups_status_next", "status", "next_notify_at"),
+        Index("ix_alert_groups_created", "created_at", "id"),
+    )
+
+
+class AlertEvent(Base):
+    """An event folded into an alert group: the group's history."""
+
+    __tablename__ = "alert_events"
+
+    group_id: Mapped[str] = mapped_column(ForeignKey("alert_groups.id"), primary_key=True)
+    event_id: Mapped[str] = mapped_column(ForeignKey("events.id"), primary_key=True)
+    at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Silence(Base):
+    """A silence: alerts whose events match every matcher, until ``ends_at``, send nothing.
+
+    ``matchers`` are ``{"data.service": "billing"}``; such alerts are still
+    recorded, as ``silenced``.
+    """
+
+    __tablename__ = "silences"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    matchers: Mapped[dict[str, Any]] = mapped_column(JSON)
+    starts_at: Mapped[datetime] = mapped_column(default=utcnow)
+    ends_at: Mapped[datetime] = mapped_column(index=True)
+    comment: Mapped[str] = mapped_column(Text, default="", server_default="")
+    created_by: Mapped[str | None] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)

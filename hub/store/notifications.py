@@ -10,14 +10,17 @@ import hashlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy import (
     JSON,
     Table,
+    and_,
     case,
     delete,
     func,
     insert,
+    or_,
     select,
     type_coerce,
     update,
@@ -30,6 +33,8 @@ from hub.store.events import EVENTS
 from hub.store.models import Attempt, EventStatus, Notification, NotificationStatus, utcnow
 
 CLAIMABLE = (NotificationStatus.QUEUED, NotificationStatus.RETRYING, NotificationStatus.WAITING)
+# Not sent yet: what POST /v1/cancel may still stop (a digest's members too).
+CANCELLABLE = (*CLAIMABLE, NotificationStatus.SCHEDULED, NotificationStatus.DIGESTED)
 RETRYABLE = (
     NotificationStatus.FAILED,
     NotificationStatus.UNKNOWN,
@@ -60,20 +65,37 @@ class NewNotification:
     priority: str = NORMAL
     # Its subscription's category, if any.
     category: str | None = None
+    # A scheduled one is held until then (hub.scheduling).
+    not_before: datetime | None = None
+    # Its subscription's digest window, in seconds: routing folds it into the
+    # recipient's open digest (hub.store.digests), which ``digest_id`` then names.
+    digest_s: float | None = None
+    digest_id: str | None = None
+    is_digest: bool = False
+    # A failure alert's notification names its group (hub.alerts).
+    alert_id: str | None = None
 
 
 class Queued(tuple[str, str]):
     """``(id, channel)`` of a notification to deliver, carrying the priority that picks its queue.
 
     Still a pair, so code that unpacks ``(id, channel)`` keeps working; one
-    that makes plain pairs sends them as ``normal``.
+    that makes plain pairs sends them as ``normal``. A scheduled one carries
+    the time it is held until.
     """
 
     priority: str
+    not_before: datetime | None
 
-    def __new__(cls, notification_id: str, channel: str, priority: str = NORMAL) -> Queued:
+    def __new__(
+        cls,
+        notification_id: str,
+        channel: str,
+        priority: str = NORMAL,
+        not_before: datetime | None = None,
+    ) -> Queued:
         queued = super().__new__(cls, (notification_id, channel))
-        queued.priority = priority
+        queued.priority, queued.not_before = priority, not_before
         return queued
 
 
@@ -96,6 +118,10 @@ class Claimed:
     subscription: str = ""
     category: str | None = None
     priority: str = NORMAL
+    # A digest: rendered with the events of the notifications folded into it.
+    is_digest: bool = False
+    # A failure alert's: rendered with its group (``alert``).
+    alert_id: str | None = None
 
 
 def notifications_of(db: Session, event_id: str) -> Sequence[Notification]:
@@ -117,16 +143,47 @@ _INSERT_NEW_NOTIFICATIONS = {
 
 def add_notifications(
     db: Session, event_ids: Sequence[str], new: Sequence[NewNotification]
-) -> list[tuple[str, str]]:
+) -> list[Queued]:
     """Insert the notifications routed from ``event_ids`` (ignoring ones a previous routing made).
 
     Marks the events routed and returns ``(id, channel)`` of their notifications
-    still queued, as :class:`Queued` (with their priority). Three statements
-    however many events: routing a batch costs what routing one does.
+    still queued or scheduled, as :class:`Queued` (with their priority, and
+    the time a scheduled one is held until). Three statements however many
+    events: routing a batch costs what routing one does.
     """
     if not event_ids:
         return []
     now = utcnow()
+    _insert(db, new, now)
+    ids = list(event_ids)
+    db.execute(
+        update(EVENTS).where(EVENTS.c.id.in_(ids)).values(status=EventStatus.ROUTED, routed_at=now)
+    )
+    n = NOTIFICATIONS.c
+    return _to_deliver(db, n.event_id.in_(ids), now)
+
+
+def add_alert_notifications(db: Session, new: Sequence[NewNotification]) -> list[Queued]:
+    """Insert notifications of alert groups (ignoring ones already made); those to deliver."""
+    if not new:
+        return []
+    now = utcnow()
+    _insert(db, new, now)
+    return _to_deliver(db, NOTIFICATIONS.c.id.in_([n.id for n in new]), now)
+
+
+def _to_deliver(db: Session, which: Any, now: datetime) -> list[Queued]:
+    n = NOTIFICATIONS.c
+    query = select(n.id, n.channel, n.priority, n.not_before).where(
+        which, n.status.in_((NotificationStatus.QUEUED, NotificationStatus.SCHEDULED))
+    )
+    return [
+        Queued(nid, channel, priority, not_before if status_is_held(not_before, now) else None)
+        for nid, channel, priority, not_before in db.execute(query)
+    ]
+
+
+def _insert(db: Session, new: Sequence[NewNotification], now: datetime) -> None:
     if new:
         rows = [
             {
@@ -145,20 +202,20 @@ def add_notifications(
                 "created_at": now,
                 "updated_at": now,
                 "expires_at": None if n.ttl_s is None else now + timedelta(seconds=n.ttl_s),
+                "not_before": n.not_before,
+                "digest_id": n.digest_id,
+                "is_digest": n.is_digest,
+                "alert_id": n.alert_id,
             }
             for n in new
         ]
         dialect = db.bind.dialect.name if db.bind else "sqlite"
         db.execute(_INSERT_NEW_NOTIFICATIONS[dialect], rows)
-    ids = list(event_ids)
-    db.execute(
-        update(EVENTS).where(EVENTS.c.id.in_(ids)).values(status=EventStatus.ROUTED, routed_at=now)
-    )
-    n = NOTIFICATIONS.c
-    query = select(n.id, n.channel, n.priority).where(
-        n.event_id.in_(ids), n.status == NotificationStatus.QUEUED
-    )
-    return [Queued(*row) for row in db.execute(query)]
+
+
+def status_is_held(not_before: datetime | None, now: datetime) -> bool:
+    """Whether a notification held until ``not_before`` must still wait at ``now``."""
+    return not_before is not None and not_before > now
 
 
 def notification_id(event_id: str, subscription: str, channel: str, recipient: str) -> str:
@@ -172,19 +229,25 @@ def claim_many(db: Session, notification_ids: Sequence[str]) -> list[Claimed]:
     """Atomically move the queued/retrying ones to ``sending``, each with a new attempt row.
 
     One conditional UPDATE: of two workers given the same id, exactly one gets
-    it. Core statements on the hot path: the ORM's per-statement work cost more
-    than the database did.
+    it. A scheduled one is claimed once its time came (a countdown arriving
+    before beat released it). Core statements on the hot path: the ORM's
+    per-statement work cost more than the database did.
     """
     if not notification_ids:
         return []
     n = NOTIFICATIONS.c
+    now = utcnow()
+    claimable = or_(
+        n.status.in_(CLAIMABLE),
+        and_(n.status == NotificationStatus.SCHEDULED, n.not_before <= now),
+    )
     claimed = [
         # By name: the columns returned and the fields grow independently.
         Claimed(**row._asdict())
         for row in db.execute(
             update(NOTIFICATIONS)
-            .where(n.id.in_(list(notification_ids)), n.status.in_(CLAIMABLE))
-            .values(status=NotificationStatus.SENDING, attempts=n.attempts + 1, updated_at=utcnow())
+            .where(n.id.in_(list(notification_ids)), claimable)
+            .values(status=NotificationStatus.SENDING, attempts=n.attempts + 1, updated_at=now)
             .returning(
                 n.id,
                 n.event_id,
@@ -198,6 +261,8 @@ def claim_many(db: Session, notification_ids: Sequence[str]) -> list[Claimed]:
                 n.priority,
                 n.subscription,
                 n.category,
+                n.is_digest,
+                n.alert_id,
             )
         )
     ]
@@ -211,7 +276,6 @@ def claim_many(db: Session, notification_ids: Sequence[str]) -> list[Claimed]:
         .group_by(a.notification_id)
     )
     last: dict[str, int] = {nid: number for nid, number in numbered}
-    now = utcnow()
     db.execute(
         insert(ATTEMPTS),
         [
