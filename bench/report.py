@@ -65,6 +65,8 @@ class Config:
     keep: bool = False
     # A PostgreSQL server URL: H runs on a fresh database there instead of SQLite.
     database_server: str = ""
+    # H with completion on for user.registered (its cost: check, event.completed, its routing).
+    completion: bool = False
 
     @property
     def processes(self) -> int:
@@ -162,6 +164,11 @@ class HubResult:
     batch_rate: float | None = None
     worker_peak_rss_mb: dict[str, float] = field(default_factory=dict)
     api_peak_rss_mb: float | None = None
+    # With completion on: events completed, and event.completed events stored,
+    # after the max-rate run; both must equal the user.registered events so far.
+    completion_expected: int | None = None
+    completed_events: int | None = None
+    completion_announced: int | None = None
 
 
 @dataclass
@@ -313,6 +320,12 @@ def notes(report: Report) -> list[str]:
         )
     if api := report.h.api_peak_rss_mb:
         out.append(f"hub API peak RSS {api:.1f} MB (not a worker)")
+    if report.config.completion:
+        h = report.h
+        out.append(
+            f"completion on for user.registered: {h.completed_events}/{h.completion_expected} "
+            f"events completed, {h.completion_announced} event.completed published"
+        )
     if report.foreign_cpu_s is not None and report.wall_s:
         share = report.foreign_cpu_s / (report.wall_s * (os.cpu_count() or 1))
         out.append(

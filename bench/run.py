@@ -15,7 +15,8 @@ the previous phase's processes stopped and Redis flushed:
 - **H** the hub: ``hub api`` and ``hub worker -Q celery,events,email``, a fresh
   SQLite store; N events paced at 200/s for publish -> SMTP latency, then N at
   maximum rate (wrk) for accepted events/s and delivered emails/s; the peak RSS
-  of every worker process throughout.
+  of every worker process throughout. ``--completion`` turns completion on for
+  its event type (``user.registered``), to weigh what it costs.
 
 It prints one table with the targets (reported, never asserted) and writes it
 as JSON under ``bench/results/``. It exits non-zero when an email of B or H was
@@ -407,6 +408,8 @@ def phase_h(cfg: Config, broker_url: str, sink: SinkProcess, home: Path) -> HubR
     migrate(database_url)
     key = create_key(database_url, "bench")
     env = hub_env(cfg, home, broker_url, database_url, sink.port)
+    if cfg.completion:
+        env["HUB_SETTINGS"] = str(_completion_settings(home))
     port = _free_port()
     base = f"http://127.0.0.1:{port}"
     worker_argv = [sys.executable, "-m", "hub", "worker", "-Q", HUB_QUEUES]
@@ -421,13 +424,50 @@ def phase_h(cfg: Config, broker_url: str, sink: SinkProcess, home: Path) -> HubR
         wait_http(f"{base}/healthz")
         wait_workers(broker_url, cfg.workers)
         stalled = died([api, *workers])
-        _hub_warm_up(cfg, base, key, sink, stalled)
+        warm = _hub_warm_up(cfg, base, key, sink, stalled)
         result.latency = _hub_latency(cfg, base, key, sink, stalled)
         result.max_rate, result.delivered = _hub_max_rate(cfg, base, key, sink, stalled)
+        if cfg.completion:
+            expected = warm + result.latency.accepted + result.max_rate.accepted
+            result.completion_expected = expected
+            result.completed_events, result.completion_announced = _hub_completion(
+                database_url, expected, cfg.timeout_s
+            )
         result.batch_rate = _hub_batch_rate(cfg, base, key)
     result.worker_peak_rss_mb = {k: v for k, v in rss.peaks.items() if k.startswith("worker")}
     result.api_peak_rss_mb = max(v for k, v in rss.peaks.items() if k.startswith("api"))
     return result
+
+
+def _completion_settings(home: Path) -> Path:
+    """The bundled settings with completion on for user.registered, written in ``home``."""
+    bundled = bundled_path("settings.toml").read_text()
+    off = "completion = false\n"
+    if bundled.count(off) != 1:
+        raise RuntimeError("the bundled settings hold no single `completion = false` to turn on")
+    path = home / "settings-completion.toml"
+    path.write_text(bundled.replace(off, "completion = true\n"))
+    return path
+
+
+def _hub_completion(database_url: str, events: int, timeout_s: float) -> tuple[int, int]:
+    """(events completed, event.completed events stored) once ``events`` are, or at timeout."""
+    from sqlalchemy import func, select
+
+    from hub.store.db import session
+    from hub.store.models import Event, EventStatus
+
+    def counted() -> tuple[int, int]:
+        with session(database_url) as db:
+            done = select(func.count()).where(Event.status == EventStatus.COMPLETED)
+            announced = select(func.count()).where(Event.type == "event.completed")
+            return db.scalar(done) or 0, db.scalar(announced) or 0
+
+    deadline = time.monotonic() + timeout_s
+    # The last outcomes are recorded just after their emails reach the sink.
+    while min(found := counted()) < events and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return found
 
 
 def _hub_batch_rate(cfg: Config, base: str, key: str) -> float:
@@ -465,8 +505,11 @@ def _hub_batch_rate(cfg: Config, base: str, key: str) -> float:
 
 def _hub_warm_up(
     cfg: Config, base: str, key: str, sink: SinkProcess, stalled: Callable[[], str | None]
-) -> None:
-    """Open the SMTP pools, compile templates, fill the API's key cache; then forget it."""
+) -> int:
+    """Open the SMTP pools, compile templates, fill the API's key cache; then forget it.
+
+    Returns how many events it published.
+    """
     warm = 4 * cfg.processes
     with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {key}"}) as http:
         for n in range(1, warm + 1):
@@ -474,6 +517,7 @@ def _hub_warm_up(
     if not sink.wait_for(warm, cfg.timeout_s, stalled):
         raise RuntimeError(f"hub warm-up: {sink.count}/{warm} emails arrived ({stalled()})")
     sink.reset()
+    return warm
 
 
 def _hub_latency(
@@ -577,6 +621,14 @@ def failures(report: Report) -> list[str]:
     for name, t in (("A", report.a), ("B", report.b), ("C", report.c), ("H", report.h.delivered)):
         if t is not None and t.elapsed_s is None:
             found.append(f"{name}: only {t.completed}/{t.n} completed in time")
+    h = report.h
+    if h.completion_expected is not None and not (
+        h.completion_expected == h.completed_events == h.completion_announced
+    ):
+        found.append(
+            f"H completion: {h.completed_events} completed and {h.completion_announced} "
+            f"event.completed of {h.completion_expected} events"
+        )
     return found
 
 
@@ -599,6 +651,11 @@ def parse_args(argv: list[str] | None = None) -> Config:
     parser.add_argument("--phases", default="A,B,C,bare,H", help="comma-separated subset")
     parser.add_argument("--keep", action="store_true", help="keep the processes' logs")
     parser.add_argument(
+        "--completion",
+        action="store_true",
+        help="H with completion on for user.registered (events completed, event.completed)",
+    )
+    parser.add_argument(
         "--database-server",
         default="",
         help="PostgreSQL URL (e.g. postgresql+psycopg://postgres@127.0.0.1/postgres): "
@@ -619,6 +676,7 @@ def parse_args(argv: list[str] | None = None) -> Config:
         phases=tuple(p.strip() for p in args.phases.split(",")),
         keep=args.keep,
         database_server=args.database_server,
+        completion=args.completion,
     )
 
 

@@ -127,11 +127,11 @@ class Stack:
         return dict(response.json())
 
     def settled(self, event_id: str, timeout_s: float = 20.0) -> dict[str, Any]:
-        """The event once it is routed and every notification has reached a final status."""
+        """The event once it is routed (or completed) and every notification is final."""
 
         def done() -> dict[str, Any] | None:
             event = self.event(event_id)
-            routed = event["status"] == "routed"
+            routed = event["status"] in ("routed", "completed")
             final = all(n["status"] in TERMINAL for n in event["notifications"])
             return event if routed and final else None
 

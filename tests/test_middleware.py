@@ -35,6 +35,7 @@ from hub.middleware import (
     Announcer,
     Batch,
     CircuitBreaker,
+    Completion,
     Expiry,
     OptOut,
     PoisonGuard,
@@ -928,8 +929,8 @@ def test_default_middleware_runs_in_policy_order(publish: RecordingPublish) -> N
     )
 
     # Then opt-outs, the poison guard and open circuits decide before the rate
-    # limit spends tokens, and retries settle a failure before the announcer
-    # sees whether it is final
+    # limit spends tokens, retries settle a failure before the announcer
+    # sees whether it is final, and completion sees every fate settled
     assert [type(m) for m in middleware] == [
         Expiry,
         OptOut,
@@ -938,6 +939,7 @@ def test_default_middleware_runs_in_policy_order(publish: RecordingPublish) -> N
         RateLimit,
         Retries,
         Announcer,
+        Completion,
     ]
 
 

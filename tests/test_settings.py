@@ -42,7 +42,9 @@ def test_bundled_settings_load_with_the_documented_defaults(settings_file: Path)
         "task.failed",
         "task.succeeded",
         "notification.failed",
+        "event.completed",
     }
+    assert not any(event_type.completion for event_type in settings.events.values())
     assert {(s.event, s.channel) for s in settings.subscriptions} == {
         ("user.registered", "email"),
         ("user.registered", "sms"),

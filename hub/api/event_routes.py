@@ -112,12 +112,28 @@ class NotificationOut(BaseModel):
     attempt_log: list[AttemptOut]
 
 
+class CountsOut(BaseModel):
+    """How an event's notifications ended; ``total`` is the sum of the five groups."""
+
+    total: int
+    delivered: int = Field(description="sent or delivered")
+    failed: int = Field(description="failed, undelivered, expired or unknown")
+    suppressed: int
+    digested: int = Field(description="folded into a digest notification")
+    pending: int = Field(description="not final yet")
+    by_status: dict[str, int]
+
+
 class EventOut(BaseModel):
     id: str
     type: str
     idempotency_key: str | None
     status: str
     created_at: datetime
+    # Live while the event is open; kept as they were once it is completed.
+    counts: CountsOut
+    # When its last notification became final (event types with completion on).
+    completed_at: datetime | None
     # None only for a stored event no worker could decode (see ``error``).
     data: dict[str, Any] | None
     # Why routing failed, for an event still being retried or quarantined.
@@ -193,7 +209,8 @@ def add_event_routes(app: FastAPI, database_url: str, access: Access) -> None:
             data = stored_events.event_data(db, event_id)
             notifications = stored_notifications.notifications_of(db, event_id)
             attempts = stored_notifications.attempts_of(db, [n.id for n in notifications])
-        return _event_out(event, data, notifications, attempts)
+            counts = event.counts or stored_events.event_counts(db, event_id)
+        return _event_out(event, data, counts, notifications, attempts)
 
 
 def _check_batch_size(items: int) -> None:
@@ -245,6 +262,7 @@ def _item_error(index: int, error: Any) -> dict[str, Any]:
 def _event_out(
     event: Event,
     data: dict[str, Any] | None,
+    counts: dict[str, Any],
     notifications: Sequence[Notification],
     attempts: Sequence[Attempt],
 ) -> EventOut:
@@ -260,6 +278,8 @@ def _event_out(
         idempotency_key=event.idempotency_key,
         status=event.status,
         created_at=event.created_at,
+        counts=CountsOut.model_validate(counts),
+        completed_at=event.completed_at,
         data=data,
         error=event.error,
         notifications=[

@@ -3,7 +3,8 @@
 Each policy is one class in one module; :func:`default_middleware` is the one
 place that orders them. Order matters: opt-outs, the poison guard and open
 circuits decide before the rate limit spends tokens, and retries settle a
-failure before the announcer sees whether it is final.
+failure before the announcer sees whether it is final. Completion comes
+last, once every other policy has settled the batch's fates.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from hub.circuit import CircuitBreakers
 from hub.middleware.announcer import Announcer, Publish
 from hub.middleware.base import Batch, Middleware, Turn
 from hub.middleware.circuit import CircuitBreaker
+from hub.middleware.completion import Completion
 from hub.middleware.expiry import Expiry
 from hub.middleware.opt_out import OptOut
 from hub.middleware.poison import PoisonGuard
@@ -32,6 +34,7 @@ def default_middleware(
         RateLimit(limiter),
         Retries(),
         Announcer(publish),
+        Completion(publish),
     ]
 
 
@@ -39,6 +42,7 @@ __all__ = [
     "Announcer",
     "Batch",
     "CircuitBreaker",
+    "Completion",
     "Expiry",
     "Middleware",
     "OptOut",

@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 from hub.channels.base import Message, Receipt
 from hub.errors import ChannelError, TemplateError
 from hub.settings import Settings
-from hub.store.events import EventRow
+from hub.store.events import CompletedEvent, EventRow
 from hub.store.models import NotificationStatus
 from hub.store.notifications import Claimed
 
@@ -72,6 +72,8 @@ class Batch:
     reserved: bool = False
     # Providers whose one half-open probe this batch holds (CircuitBreaker).
     probes: set[str] = field(default_factory=set)
+    # Events its recording completed (Completion); None until the check ran.
+    completed: list[CompletedEvent] | None = None
 
     def undecided(self) -> list[Turn]:
         return [turn for turn in self.turns if not turn.decided]

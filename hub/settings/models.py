@@ -423,6 +423,9 @@ class EventType(_Strict):
     data_schema: dict[str, Any] = Field(default_factory=lambda: {"type": "object"}, alias="schema")
     # Sample data: what `hub check` renders each template with.
     example: dict[str, Any] | None = None
+    # Keep counts on each event of this type and publish `event.completed` once
+    # all its notifications are final; off, routing and delivery pay nothing.
+    completion: bool = False
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 

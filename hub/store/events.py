@@ -1,4 +1,9 @@
-"""Stored events: publishing with idempotency keys, reading back, finding lost routing."""
+"""Stored events: publishing with idempotency keys, reading back, finding lost routing.
+
+And completion: how an event's notifications ended (:func:`event_counts`),
+and marking completed those whose every notification is final
+(:func:`complete_events`).
+"""
 
 from __future__ import annotations
 
@@ -9,24 +14,28 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import (
+    JSON,
     Table,
     Text,
     case,
     cast,
     delete,
+    func,
     insert,
     literal,
     select,
     tuple_,
+    type_coerce,
     update,
 )
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, defer
 
-from hub.store.models import Event, EventStatus, utcnow
+from hub.store.models import Event, EventStatus, Notification, NotificationStatus, utcnow
 
-# The table itself, for Core statements on the hot path.
+# The tables themselves, for Core statements on the hot path.
 EVENTS: Table = Event.__table__  # type: ignore[assignment]
+_NOTIFICATIONS: Table = Notification.__table__  # type: ignore[assignment]
 
 
 @dataclass(frozen=True, slots=True)
@@ -227,3 +236,121 @@ def delete_unrouted_events(db: Session, event_ids: Sequence[str]) -> None:
     db.execute(
         delete(Event).where(Event.id.in_(list(event_ids)), Event.status == EventStatus.ACCEPTED)
     )
+
+
+# Notification states that may still change on their own; every other one is final.
+UNFINISHED = frozenset(
+    {
+        NotificationStatus.QUEUED,
+        NotificationStatus.SCHEDULED,
+        NotificationStatus.WAITING,
+        NotificationStatus.SENDING,
+        NotificationStatus.RETRYING,
+    }
+)
+# How the counts group the final states. ``unknown`` counts as failed: it is
+# not known to have arrived, and it is announced as a failure too. The
+# unfinished states are pending.
+_OUTCOMES: dict[str, str] = {
+    NotificationStatus.SENT: "delivered",
+    NotificationStatus.DELIVERED: "delivered",
+    NotificationStatus.FAILED: "failed",
+    NotificationStatus.UNDELIVERED: "failed",
+    NotificationStatus.EXPIRED: "failed",
+    NotificationStatus.UNKNOWN: "failed",
+    NotificationStatus.SUPPRESSED: "suppressed",
+    NotificationStatus.DIGESTED: "digested",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class CompletedEvent:
+    """An event this call marked completed: when, and how its notifications ended."""
+
+    event_id: str
+    type: str
+    counts: dict[str, Any]
+    completed_at: datetime
+
+
+def counts_of(by_status: dict[str, int]) -> dict[str, Any]:
+    """The counts an event shows for its notifications' ``{status: count}``.
+
+    ``delivered`` (sent or delivered), ``failed`` (failed, undelivered,
+    expired, unknown), ``suppressed``, ``digested`` (folded into a digest
+    that is counted on its own), ``pending`` (not final yet) and ``total``,
+    which they sum to; ``by_status`` keeps the states themselves.
+    """
+    counts: dict[str, Any] = dict.fromkeys(
+        ("total", "delivered", "failed", "suppressed", "digested", "pending"), 0
+    )
+    for status, count in by_status.items():
+        counts[_OUTCOMES.get(status, "pending")] += count
+        counts["total"] += count
+    counts["by_status"] = dict(by_status)
+    return counts
+
+
+def statuses_of(db: Session, event_ids: Sequence[str]) -> dict[str, dict[str, int]]:
+    """``{event id: {status: count}}`` of the events' notifications: one GROUP BY, on an index."""
+    n = _NOTIFICATIONS.c
+    rows = db.execute(
+        select(n.event_id, n.status, func.count())
+        .where(n.event_id.in_(list(event_ids)))
+        .group_by(n.event_id, n.status)
+    )
+    found: dict[str, dict[str, int]] = {}
+    for event_id, status, count in rows:
+        found.setdefault(event_id, {})[status] = count
+    return found
+
+
+def event_counts(db: Session, event_id: str) -> dict[str, Any]:
+    """The event's counts as of now (see :func:`counts_of`)."""
+    return counts_of(statuses_of(db, [event_id]).get(event_id, {}))
+
+
+def complete_events(db: Session, event_ids: Iterable[str]) -> list[CompletedEvent]:
+    """Mark completed the routed events of ``event_ids`` with no notification left unfinished.
+
+    Each gets ``completed_at`` and its counts. Returns those this call
+    completed: the UPDATE is conditional on ``routed``, so of two callers
+    exactly one completes an event. The routed ones are locked first, in id
+    order (PostgreSQL; SQLite has one writer at a time): of two transactions
+    that each record one of an event's last two notifications, the second
+    waits for the first to commit and then sees both final, where without
+    the lock each would see the other's still open and neither complete it.
+    """
+    ids = sorted(set(event_ids))
+    if not ids:
+        return []
+    e = EVENTS.c
+    routed = db.scalars(
+        select(e.id)
+        .where(e.id.in_(ids), e.status == EventStatus.ROUTED)
+        .order_by(e.id)
+        .with_for_update()
+    ).all()
+    if not routed:
+        return []
+    statuses = statuses_of(db, routed)
+    finished = {
+        event_id: counts_of(statuses.get(event_id, {}))
+        for event_id in routed
+        if UNFINISHED.isdisjoint(statuses.get(event_id, {}))
+    }
+    if not finished:
+        return []
+    now = utcnow()
+    counts = {event_id: type_coerce(c, JSON) for event_id, c in finished.items()}
+    rows = db.execute(
+        update(EVENTS)
+        .where(e.id.in_(list(finished)), e.status == EventStatus.ROUTED)
+        .values(
+            status=EventStatus.COMPLETED,
+            completed_at=now,
+            counts=case(counts, value=e.id),
+        )
+        .returning(e.id, e.type)
+    ).all()
+    return [CompletedEvent(event_id, type, finished[event_id], now) for event_id, type in rows]
