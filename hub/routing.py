@@ -26,7 +26,7 @@ import jinja2
 from pydantic import ValidationError
 from sqlalchemy.orm import Session
 
-from hub import addressing, alerts
+from hub import addressing, alerts, completion
 from hub.errors import ConfigError, TemplateError
 from hub.filters import Filter, parse_filter
 from hub.scheduling import hold
@@ -36,7 +36,7 @@ from hub.store import digests
 from hub.store import events as stored_events
 from hub.store import notifications as stored_notifications
 from hub.store import subscriptions as stored_subscriptions
-from hub.store.events import EventRow
+from hub.store.events import CompletedEvent, EventRow
 from hub.store.models import Notification, NotificationStatus, utcnow
 from hub.store.notifications import NewNotification, Queued, notification_id
 from hub.store.recipients import RecipientRow
@@ -391,13 +391,23 @@ def _new(
     )
 
 
+@dataclass(frozen=True, slots=True)
+class Routed:
+    """What routing stored: notifications to deliver or hold, events it completed at once."""
+
+    # Each is to deliver now, or carries the time it is held until (``not_before``).
+    queued: list[Queued]
+    # Events of types with completion on whose notifications were all final at
+    # once (suppressed), or that made none: to announce once committed.
+    completed: list[CompletedEvent]
+
+
 def route_events(
     db: Session, settings: Settings, templates: Templates, event_ids: Sequence[str]
-) -> list[Queued]:
-    """Store the notifications of stored events in ``db``; those to deliver or hold.
+) -> Routed:
+    """Store the notifications of stored events in ``db`` (see :class:`Routed`).
 
-    Each returned :class:`Queued` is to deliver now, or carries the time it is
-    held until (``not_before``). The subscriptions are this process's, brought
+    The subscriptions are this process's, brought
     up to the store's version in ``db``'s transaction first. Safe to repeat: notification ids are
     deterministic, so a redelivered routing task finds the rows it already made.
     """
@@ -447,7 +457,8 @@ def route_events(
     if members:
         planned = [one for one in planned if one.digest_s is None]
         planned += digests.fold(db, members, now)
-    return stored_notifications.add_notifications(db, [event.id for event in routed], planned)
+    queued = stored_notifications.add_notifications(db, [event.id for event in routed], planned)
+    return Routed(queued, completion.complete_routed(db, settings, routed, planned))
 
 
 def _fold_into_groups(

@@ -16,12 +16,12 @@ from celery import shared_task
 from celery.signals import worker_process_init, worker_process_shutdown, worker_shutdown
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
-from hub import alerting, events, queues
+from hub import alerting, completion, events, queues
 from hub.delivery import claim, send
 from hub.delivery import deliver as deliver_notifications
 from hub.errors import EventError
 from hub.middleware import Batch, Turn
-from hub.routing import route_events
+from hub.routing import Routed, route_events
 from hub.runtime import Runtime, close_runtime, get_runtime
 from hub.store import backlog, schedule
 from hub.store import events as stored_events
@@ -107,7 +107,7 @@ def route_many(event_ids: list[str]) -> int:
     """
     runtime = get_runtime()
     try:
-        routed, claimed_lane, claimed = _route(runtime, event_ids)
+        result, claimed_lane, claimed = _route(runtime, event_ids)
     except SQLAlchemyError:
         raise  # the store itself failed: retried (STORE_RETRIES), then left to the sweeper
     except Exception as exc:
@@ -117,6 +117,8 @@ def route_many(event_ids: list[str]) -> int:
             return sum(route_many([event_id]) for event_id in event_ids)
         _routing_failed(runtime, event_ids[0], exc)
         return 0
+    completion.announce(events.publish, result.completed)
+    routed = result.queued
     queued = [one for one in routed if one.not_before is None]
     enqueue_deliveries(one for one in queued if claimed is None or lane_of(one) != claimed_lane)
     _count_down(runtime, [one for one in routed if one.not_before is not None])
@@ -143,16 +145,14 @@ def _count_down(runtime: Runtime, held: list[Queued]) -> None:
         enqueue_deliveries(group, countdown=max((moment - now).total_seconds(), 0))
 
 
-def _route(
-    runtime: Runtime, event_ids: list[str]
-) -> tuple[list[Queued], Lane | None, Batch | None]:
+def _route(runtime: Runtime, event_ids: list[str]) -> tuple[Routed, Lane | None, Batch | None]:
     """Route in one transaction; claim the one batch this worker sends itself, if any.
 
     Returns every notification to deliver or hold (see :func:`route_events`).
     """
     with session(runtime.settings.resolved_database_url) as db:
         routed = route_events(db, runtime.settings, runtime.templates, event_ids)
-        queued = [one for one in routed if one.not_before is None]
+        queued = [one for one in routed.queued if one.not_before is None]
         by_lane: dict[Lane, list[str]] = {}
         for one in queued:
             by_lane.setdefault(lane_of(one), []).append(one[0])

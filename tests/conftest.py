@@ -39,6 +39,25 @@ to = "{{ data.email }}"
 template = "broken"
 """
 
+# The bundled failure subscriptions group their alerts (hub.alerts), sent by
+# beat's ticks. Stacks that check how one alert travels through its channels
+# add these: the same alerts, one per event, as users may also configure.
+EACH_ALERT = """
+[[subscriptions]]
+name = "task-failed-each"
+event = "task.failed"
+channel = "alert"
+to = "oncall"
+template = "task.failed"
+
+[[subscriptions]]
+name = "notification-failed-each"
+event = "notification.failed"
+channel = "alert"
+to = "oncall"
+template = "notification.failed"
+"""
+
 TERMINAL = {
     "sent",
     "failed",
@@ -149,10 +168,15 @@ def run_hub(stack: Stack, *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def hub_env(home: Path, broker_url: str, smtp_port: int, database_url: str) -> dict[str, str]:
-    """The environment every hub process of a test stack shares."""
+def hub_env(
+    home: Path, broker_url: str, smtp_port: int, database_url: str, extra_settings: str = ""
+) -> dict[str, str]:
+    """The environment every hub process of a test stack shares.
+
+    Its settings file is the bundled one, the tests' additions, and ``extra_settings``.
+    """
     settings = home / "settings.toml"
-    settings.write_text(bundled_path("settings.toml").read_text() + TEST_SETTINGS)
+    settings.write_text(bundled_path("settings.toml").read_text() + TEST_SETTINGS + extra_settings)
     broken = home / "templates" / "broken"
     broken.mkdir(parents=True, exist_ok=True)
     (broken / "subject.txt").write_text("Broken")
@@ -200,13 +224,14 @@ def running_stack(
     extra_env: dict[str, str] | None = None,
     port: int | None = None,
     worker_args: Sequence[str] = ("--concurrency", "2"),
+    extra_settings: str = "",
 ) -> Iterator[Stack]:
     """API and worker subprocesses on ``broker_url``, delivering to the SMTP sink."""
     from hub import keys
     from hub.store.db import migrate
 
     database_url = f"sqlite:///{home / 'hub.db'}"
-    env = hub_env(home, broker_url, smtp.port, database_url)  # type: ignore[attr-defined]
+    env = hub_env(home, broker_url, smtp.port, database_url, extra_settings)  # type: ignore[attr-defined]
     env.update(extra_env or {})
     migrate(database_url)
     api_key = keys.create_key(database_url, "tests")
@@ -228,7 +253,8 @@ def stack(
     tmp_path_factory: pytest.TempPathFactory, broker_url: str, smtp: SmtpSink
 ) -> Iterator[Stack]:
     """The hub on Redis; the test process shares its settings environment."""
-    with running_stack(tmp_path_factory.mktemp("hub"), broker_url, smtp) as running:
+    home = tmp_path_factory.mktemp("hub")
+    with running_stack(home, broker_url, smtp, extra_settings=EACH_ALERT) as running:
         os.environ.update(running.env)
         yield running
 

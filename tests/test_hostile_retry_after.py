@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import Stack, other_redis_db, running_stack
+from tests.conftest import EACH_ALERT, Stack, other_redis_db, running_stack
 from tests.http_receiver import HttpReceiver, Response
 from tests.smtp_sink import SmtpSink
 from tests.test_sms_and_alerts import task_failed
@@ -30,7 +30,9 @@ def slack_stack(
         "HUB_DELIVERY__MAX_RETRY_AFTER_S": "1",
     }
     home = tmp_path_factory.mktemp("hostile")
-    with running_stack(home, other_redis_db(broker_url), smtp, env) as stack:
+    with running_stack(
+        home, other_redis_db(broker_url), smtp, env, extra_settings=EACH_ALERT
+    ) as stack:
         yield stack, receiver
     receiver.stop()
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import Stack, other_redis_db, running_stack
+from tests.conftest import EACH_ALERT, Stack, other_redis_db, running_stack
 from tests.http_receiver import HttpReceiver
 from tests.smtp_sink import SmtpSink
 from tests.test_sms_and_alerts import task_failed
@@ -27,7 +27,9 @@ def limited_webhook(
         "HUB_CHANNELS__WEBHOOK__URL": receiver.url("/hook"),
         "HUB_CHANNELS__WEBHOOK__RATE_LIMIT": "5/s",
     }
-    with running_stack(tmp_path, other_redis_db(broker_url), smtp, env) as stack:
+    with running_stack(
+        tmp_path, other_redis_db(broker_url), smtp, env, extra_settings=EACH_ALERT
+    ) as stack:
         yield stack, receiver
     receiver.stop()
 

@@ -17,7 +17,7 @@ from twilio.request_validator import RequestValidator
 from hub import webhooks
 from hub.store.db import session
 from hub.store.models import Event
-from tests.conftest import Stack, other_redis_db, running_stack, wait_until
+from tests.conftest import EACH_ALERT, Stack, other_redis_db, running_stack, wait_until
 from tests.http_receiver import HttpReceiver, Response
 from tests.smtp_sink import SmtpSink, _free_port
 from tests.test_publish_to_email import address, user
@@ -62,7 +62,9 @@ def peers(
     }
     home = tmp_path_factory.mktemp("alerts")
     # Its own Redis database: the session's other stack must not take its tasks.
-    with running_stack(home, other_redis_db(broker_url), smtp, env, port) as stack:
+    with running_stack(
+        home, other_redis_db(broker_url), smtp, env, port, extra_settings=EACH_ALERT
+    ) as stack:
         yield Peers(stack, twilio, receiver)
     receiver.stop()
     twilio.stop()

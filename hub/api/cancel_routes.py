@@ -5,8 +5,10 @@ from __future__ import annotations
 from fastapi import Depends, FastAPI
 from pydantic import BaseModel, ConfigDict, Field
 
+from hub import completion, events
 from hub.api.auth import Access
 from hub.keys import Principal
+from hub.settings import get_settings
 from hub.store import schedule
 from hub.store.db import session
 
@@ -39,6 +41,8 @@ def add_cancel_routes(app: FastAPI, database_url: str, access: Access) -> None:
         """
         with session(database_url) as db:
             done = schedule.cancel(db, body.cancellation_key, principal.may_publish)
+            completed = completion.complete(db, get_settings(), done.rows)
+        completion.announce(events.publish, completed)
         return CancelOut(
             cancellation_key=body.cancellation_key,
             events=done.events,

@@ -76,11 +76,14 @@ def cancel(
     key: Annotated[str, typer.Argument(metavar="KEY", help="The events' cancellation_key")],
 ) -> None:
     """Stop what the events published with KEY have not sent yet (as POST /v1/cancel)."""
+    from hub import completion, events
     from hub.store import schedule
     from hub.store.db import session
 
     with session(_migrated_store()) as db:
         done = schedule.cancel(db, key, lambda event_type: True)
+        completed = completion.complete(db, settings_or_fail(), done.rows)
+    completion.announce(events.publish, completed)
     typer.echo(json.dumps({"events": done.events, "cancelled": done.notifications}))
 
 

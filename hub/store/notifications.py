@@ -157,7 +157,10 @@ def add_notifications(
     _insert(db, new, now)
     ids = list(event_ids)
     db.execute(
-        update(EVENTS).where(EVENTS.c.id.in_(ids)).values(status=EventStatus.ROUTED, routed_at=now)
+        # A completed event routed again (a redelivered task) stays completed.
+        update(EVENTS)
+        .where(EVENTS.c.id.in_(ids), EVENTS.c.status != EventStatus.COMPLETED)
+        .values(status=EventStatus.ROUTED, routed_at=now)
     )
     n = NOTIFICATIONS.c
     return _to_deliver(db, n.event_id.in_(ids), now)

@@ -9,7 +9,7 @@ from datetime import datetime
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from hub.store.events import EVENTS
+from hub.store.events import EVENTS, EventRow
 from hub.store.models import NotificationStatus, utcnow
 from hub.store.notifications import CANCELLABLE, NOTIFICATIONS, Queued
 
@@ -43,6 +43,8 @@ class Cancelled:
 
     events: list[str]
     notifications: int
+    # The cancelled events as completion checks them (id and type).
+    rows: list[EventRow]
 
 
 def cancel(db: Session, key: str, may_cancel: Callable[[str], bool]) -> Cancelled:
@@ -55,9 +57,10 @@ def cancel(db: Session, key: str, may_cancel: Callable[[str], bool]) -> Cancelle
     """
     e = EVENTS.c
     found = db.execute(select(e.id, e.type).where(e.cancellation_key == key)).all()
-    event_ids = [event_id for event_id, event_type in found if may_cancel(event_type)]
+    rows = [EventRow(event_id, kind, {}) for event_id, kind in found if may_cancel(kind)]
+    event_ids = [row.id for row in rows]
     if not event_ids:
-        return Cancelled([], 0)
+        return Cancelled([], 0, [])
     now = utcnow()
     db.execute(
         update(EVENTS).where(e.id.in_(event_ids), e.cancelled_at.is_(None)).values(cancelled_at=now)
@@ -72,4 +75,4 @@ def cancel(db: Session, key: str, may_cancel: Callable[[str], bool]) -> Cancelle
             updated_at=now,
         )
     )
-    return Cancelled(event_ids, result.rowcount)  # type: ignore[attr-defined]
+    return Cancelled(event_ids, result.rowcount, rows)  # type: ignore[attr-defined]
