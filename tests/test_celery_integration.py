@@ -264,11 +264,11 @@ def test_a_summary_is_at_most_1_kb_however_large_the_arguments() -> None:
     assert elapsed < 0.01
 
 
-def accepted(events: int) -> Response:
+def accepted(events: int, stall_s: float = 0.5) -> Response:
     """What the hub answers a batch of ``events`` it accepted, after ``stall_s``."""
     results = [{"index": i, "status": "accepted", "id": f"evt_{i}"} for i in range(events)]
     body = json.dumps({"accepted": events, "rejected": 0, "results": results})
-    return Response(202, {"Content-Type": "application/json"}, body, stall_s=0.5)
+    return Response(202, {"Content-Type": "application/json"}, body, stall_s=stall_s)
 
 
 def failing_app(name: str) -> tuple[Celery, Any]:
@@ -344,3 +344,32 @@ def test_a_forked_child_starts_its_own_sender() -> None:
     assert os.waitstatus_to_exitcode(status) == 0
     assert json.loads(forked.body)["events"][0]["data"]["kwargs"] == "{'n': 2}"
     assert json.loads(parent.body)["events"][0]["data"]["kwargs"] == "{'n': 1}"
+
+
+def test_with_retried_true_each_retry_is_reported_before_the_final_failure() -> None:
+    app = Celery("flaky", broker="memory://")
+
+    @app.task(name="flaky.sync", bind=True, max_retries=1)
+    def sync(self: Any, token: str) -> None:
+        raise self.retry(exc=ConnectionError("upstream down"), countdown=0)
+
+    with HttpReceiver() as receiver:
+        receiver.script(accepted(1, stall_s=0), accepted(1, stall_s=0))
+        integration = install(
+            app, url=receiver.url(), api_key="hub_k", service="flaky", retried=True
+        )
+        try:
+            task_id = sync.apply(kwargs={"token": "t-123"}).id
+            wait_until(lambda: integration.sent == 2, what="both events")
+        finally:
+            integration.close()
+
+    events = [e for r in receiver.requests for e in json.loads(r.body)["events"]]
+    assert [(e["type"], e["id"]) for e in events] == [
+        ("task.retried", f"task.retried:flaky:{task_id}:0"),
+        ("task.failed", f"task.failed:flaky:{task_id}:1"),
+    ]
+    for event in events:
+        assert event["data"]["exception"] == "ConnectionError"
+        assert event["data"]["message"] == "upstream down"
+        assert event["data"]["kwargs"] == "{'token': '[redacted]'}"
