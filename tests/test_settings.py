@@ -37,7 +37,13 @@ def test_bundled_settings_load_with_the_documented_defaults(settings_file: Path)
     assert settings.broker_url == ""
     assert settings.resolved_database_url.endswith("var/hub.db")
     assert settings.channels.email.host == ""
-    assert set(settings.events) == {"user.registered", "task.failed", "notification.failed"}
+    assert set(settings.events) == {
+        "user.registered",
+        "task.failed",
+        "task.retried",
+        "task.succeeded",
+        "notification.failed",
+    }
     assert {(s.event, s.channel) for s in settings.subscriptions} == {
         ("user.registered", "email"),
         ("user.registered", "sms"),
