@@ -37,12 +37,15 @@ FAILURES = 20
 
 
 @contextmanager
-def host_worker(home: Path, broker: str, service: str, **publish: str) -> Iterator[Celery]:
+def host_worker(
+    home: Path, broker: str, service: str, *worker_args: str, **publish: str
+) -> Iterator[Celery]:
     """The billing app's worker (one prefork child) and a client of the same app to call it."""
     name = f"billing-{uuid.uuid4().hex[:8]}@test"
     env = {k: v for k, v in os.environ.items() if not k.startswith("HUB_")}
     env.update(HOST_BROKER_URL=broker, HOST_SERVICE=service, **publish)
     args = ["worker", "-Q", "billing", "-c", "1", "-P", "prefork", "-n", name, "-l", "INFO"]
+    args += worker_args
     with (home / f"{service}.log").open("ab") as log:
         worker = subprocess.Popen(
             [sys.executable, "-m", "celery", "-A", "tests.host_app.tasks", *args],
@@ -128,6 +131,28 @@ def test_a_failing_task_in_another_celery_app_reaches_the_hub_as_task_failed_ove
         succeeded[0],
         "billing",
     )
+
+
+def test_a_worker_process_recycled_after_each_task_still_reports_its_failure(
+    stack: Stack, broker_url: str, tmp_path: Path
+) -> None:
+    # Each child exits right after its task: its sender thread is a daemon,
+    # so the report goes out only because the integration flushes at exit.
+    service = f"billing-{uuid.uuid4().hex[:8]}"
+    publish = {"HOST_PUBLISH_VIA": "http", "HOST_HUB_URL": stack.base_url}
+    recycled = ("--max-tasks-per-child", "1")
+    broker = other_redis_db(broker_url)
+    with host_worker(
+        tmp_path, broker, service, *recycled, HOST_KEY=stack.api_key, **publish
+    ) as host:
+        task_ids = {charge(host, n) for n in range(5)}
+
+        failures = wait_until(
+            lambda: len(got := failures_of(stack, service)) == 5 and got,
+            what="5 task.failed events from 5 short-lived processes",
+        )
+
+    assert {data["task_id"] for _, data in failures} == task_ids
 
 
 def failures_of(stack: Stack, service: str) -> list[tuple[str, dict[str, Any]]]:
