@@ -198,7 +198,7 @@ def test_a_success_resolves_the_group_with_one_resolved_alert(alerting: Alerting
         _publish_many(alerting.stack, [{"type": "task.failed", "data": _failure(run)}])
         group = _group_of(alerting.stack, f"alerts-{run}")
         wait_until(lambda: alerting.hooks(group.id), 20, "the firing alert")
-        success = {"service": f"billing-{run}", "task_name": "charge_card", "run": run}
+        success = {"service": f"billing-{run}", "task_name": "charge_card", "task_id": run}
         alerting.stack.publish("task.succeeded", success)
 
         resolved = wait_until(

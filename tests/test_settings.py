@@ -40,6 +40,7 @@ def test_bundled_settings_load_with_the_documented_defaults(settings_file: Path)
     assert set(settings.events) == {
         "user.registered",
         "task.failed",
+        "task.retried",
         "task.succeeded",
         "notification.failed",
         "event.completed",

@@ -1,0 +1,1 @@
+"""Integrations for applications that are not a hub: they import nothing else from hub."""
