@@ -11,10 +11,12 @@ reports the time from that publish to the last email received, emails per
 second, and the worker's peak resident memory (its largest process, and all
 of them together), sampled every 50 ms. Goals: under 10 s, under 250 MB.
 
-Where the time went: when routing committed and the first email arrived
-(seconds after the publish), and the CPU seconds the worker (all its
-processes), the API and the SMTP sink used from the publish to the last
-email; on a machine of few cores they compete for the same CPUs.
+Where the time went: when routing stamped the event routed (the insert of
+its notifications, the commit and the enqueueing of their batches follow)
+and when the first email arrived (seconds after the publish), and the CPU
+seconds the worker (all its processes), the API and the SMTP sink used from
+the publish to the last email; on a machine of few cores they compete for
+the same CPUs.
 """
 
 from __future__ import annotations
@@ -57,7 +59,8 @@ class FanoutResult:
     duplicated: int
     worker_peak_rss_mb: float
     worker_peak_rss_all_mb: float
-    # Seconds after the publish: routing committed, the first email arrived.
+    # Seconds after the publish: routing stamped the event routed (before it
+    # inserted the notifications), the first email arrived.
     routed_after_s: float
     first_email_after_s: float
     # CPU seconds from the publish to the last email, by process (tree).
@@ -179,8 +182,12 @@ def run(count: int, home: Path) -> FanoutResult:
         redis_server.stop()
     received = [a for a in arrivals if a.recipient in wanted]
     recipients = [a.recipient for a in received]
-    # From the sink's own clock (the same machine's), not the poll that saw it.
-    elapsed = max(a.arrived_at for a in received) - published_at
+    # Each recipient's first email (the records are in arrival order), by the
+    # sink's own clock (the same machine's), not the poll that saw it.
+    first: dict[str, float] = {}
+    for arrival in received:
+        first.setdefault(arrival.recipient, arrival.arrived_at)
+    elapsed = max(first.values()) - published_at
     return FanoutResult(
         recipients=count,
         upsert_1000_s=round(upsert_s, 3),
@@ -190,7 +197,7 @@ def run(count: int, home: Path) -> FanoutResult:
         worker_peak_rss_mb=round(memory.largest / 2**20, 1),
         worker_peak_rss_all_mb=round(memory.total / 2**20, 1),
         routed_after_s=round(_routed_at(database_url, published.json()["id"]) - published_at, 2),
-        first_email_after_s=round(min(a.arrived_at for a in received) - published_at, 2),
+        first_email_after_s=round(min(first.values()) - published_at, 2),
         cpu_s=cpu,
     )
 
@@ -201,7 +208,7 @@ def _received(sink: SinkProcess) -> set[str]:
 
 
 def _routed_at(database_url: str, event_id: str) -> float:
-    """When routing committed ``event_id``, as a Unix time."""
+    """When routing stamped ``event_id`` routed, as a Unix time."""
     with session(database_url) as db:
         routed_at = db.scalar(select(Event.routed_at).where(Event.id == event_id))
     assert routed_at is not None, f"event {event_id} was never routed"
