@@ -46,6 +46,7 @@ NEEDS_RESTART = (
     "api",
     "delivery.sweep_interval_s",
     "scheduling.release_interval",
+    "alerts.tick_s",
 )
 TEMPLATES = "templates: "
 # Its entries are one key each, however deep they nest.
