@@ -13,11 +13,13 @@ sends nothing but is recorded. Beat runs the ticks, as in ``hub up``.
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -36,6 +38,7 @@ from tests.conftest import (
 )
 from tests.http_receiver import HttpReceiver
 from tests.smtp_sink import SmtpSink, _free_port
+from tests.test_celery_integration import charge, host_worker
 from tests.test_subscriptions import subscribed
 from tests.twilio_fake import TwilioFake, start_fake
 
@@ -295,3 +298,45 @@ def test_the_webhook_body_carries_the_alert(alerting: Alerting) -> None:
     }
     assert alert["ack_url"].startswith(f"{alerting.stack.base_url}/v1/alerts/ack/")
     assert alert["group"]["data.service"] == f"billing-{run}"
+
+
+def test_a_thousand_failures_of_another_celery_app_become_one_alert_and_its_success_resolves_it(
+    alerting: Alerting, broker_url: str, tmp_path: Path
+) -> None:
+    service = f"billing-{uuid.uuid4().hex[:8]}"
+    grouped = {
+        **_grouped(service, group_wait="15s", group_interval="1h"),
+        "filter": {"data.service": {"eq": service}},
+    }
+    publish = {"HOST_PUBLISH_VIA": "http", "HOST_HUB_URL": alerting.stack.base_url}
+    with (
+        subscribed(alerting.stack, grouped),
+        host_worker(
+            tmp_path,
+            other_redis_db(other_redis_db(broker_url)),
+            service,
+            HOST_KEY=alerting.stack.api_key,
+            **publish,
+        ) as host,
+    ):
+        started = time.monotonic()
+        for n in range(1000):
+            charge(host, n)
+        group = _group_of(alerting.stack, f"alerts-{service}", 1000)
+        storm_s = time.monotonic() - started
+        [alert] = wait_until(lambda: alerting.hooks(group.id), 30, "the alert")
+        [slack] = wait_until(lambda: alerting.slacks(group.id), 10, "the Slack alert")
+
+        charge(host, 1000, fail=False)
+        resolved = wait_until(
+            lambda: [h for h in alerting.hooks(group.id) if h["alert"]["status"] == "resolved"],
+            30,
+            "the resolved alert",
+        )
+
+    assert storm_s < 15, f"the 1,000 failures took {storm_s:.1f}s, past group_wait"
+    assert alert["alert"]["count"] == 1000 and alert["alert"]["status"] == "firing"
+    assert alert["alert"]["group"]["data.exception"] == "ChargeDeclined"
+    assert "1000 times" in json.dumps(slack)
+    assert len(resolved) == 1
+    assert [h["alert"]["status"] for h in alerting.hooks(group.id)] == ["firing", "resolved"]

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import shutil
 import time
+import uuid
 
 import httpx
 import pytest
 from celery import Celery
+from sqlalchemy import select
 
+from hub.store.db import session
+from hub.store.models import AlertGroup, Notification
 from tests.conftest import _healthy, start_hub_process, wait_until
 from tests.faults.conftest import FaultyHub
 from tests.smtp_sink import _free_port
@@ -327,3 +331,59 @@ def test_four_workers_sharing_a_10_per_second_limit_never_exceed_it() -> None:
     # take at least 18.9 s at 10/s (less a second of jitter at the ends).
     assert result.max_in_any_1s_window <= 11 + 1
     assert result.first_to_last_s >= (200 - 11) / 10 - 1
+
+
+def test_a_worker_killed_between_escalation_steps_neither_loses_nor_repeats_one(
+    faulty_hub: FaultyHub,
+) -> None:
+    stack, smtp = faulty_hub.stack, faulty_hub.smtp
+    first, second = address("primary"), address("lead")
+    run = uuid.uuid4().hex[:8]
+    with stack.client() as http:
+        for rid, email in ((f"primary-{run}", first), (f"lead-{run}", second)):
+            assert http.put(f"/v1/recipients/{rid}", json={"email": email}).status_code == 201
+        subscription = {
+            "name": f"escalating-{run}",
+            "event": "task.failed",
+            "channel": "alert",
+            "to": "oncall",
+            "template": "task.failed",
+            "filter": {"data.run": {"eq": run}},
+            "group_by": ["data.service", "data.task_name"],
+            "group_wait": "1s",
+            "escalation": [
+                {"after": "1s", "channel": "email", "to": f"recipient:primary-{run}"},
+                {"after": "10s", "channel": "email", "to": f"recipient:lead-{run}"},
+            ],
+        }
+        assert http.post("/v1/subscriptions", json=subscription).status_code == 201
+    failure = {
+        "service": "billing",
+        "task_name": "charge_card",
+        "task_id": run,
+        "exception": "TimeoutError",
+        "message": "gateway did not answer",
+        "run": run,
+    }
+    stack.publish("task.failed", failure)
+    smtp.wait_for(lambda sink: len(sink.to(first)) == 1, 30)
+    # The first step is done once its send is stored: killing the worker
+    # before that is the delivery fault tested above, not a step's.
+    wait_until(lambda: _sent_to(stack.database_url, first), 30, "the first step stored as sent")
+
+    faulty_hub.kill("worker")  # SIGKILL between the first step and the second
+    faulty_hub.start_worker()
+    smtp.wait_for(lambda sink: len(sink.to(second)) == 1, 60)
+
+    with session(stack.database_url) as db:
+        [group] = db.scalars(
+            select(AlertGroup).where(AlertGroup.subscription == f"escalating-{run}")
+        ).all()
+        assert group.escalation_step == 2
+    assert len(smtp.to(first)) == 1 and len(smtp.to(second)) == 1
+
+
+def _sent_to(database_url: str, recipient: str) -> bool:
+    with session(database_url) as db:
+        status = db.scalar(select(Notification.status).where(Notification.recipient == recipient))
+    return status == "sent"
