@@ -10,8 +10,6 @@ and mail scanners fetch every link. A token the hub did not sign gets 404.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import json
 from datetime import datetime
 from html import escape
@@ -24,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from hub import links
 from hub.api.auth import Access
+from hub.api.cursors import decode_cursor, encode_cursor
 from hub.api.event_routes import AttemptOut, NotificationOut
 from hub.api.unsubscribe_routes import PAGE_HEADERS
 from hub.keys import Principal
@@ -132,14 +131,14 @@ def _add_alerts(app: FastAPI, url: str, access: Access) -> None:
         cursor: Annotated[str | None, Query(description="next_cursor of the previous page")] = None,
     ) -> AlertList:
         """Alert groups, oldest first, of one status if given (``?status=firing``)."""
-        after = _decode_cursor(cursor) if cursor is not None else None
+        after = decode_cursor(cursor) if cursor is not None else None
         with session(url) as db:
             rows = queries.alert_page(db, after, limit + 1, alert_status, subscription)
         page = rows[:limit]
         more = len(rows) > limit
         return AlertList(
             items=[_alert_out(row) for row in page],
-            next_cursor=_encode_cursor(page[-1].created_at, page[-1].id) if more else None,
+            next_cursor=encode_cursor((page[-1].created_at, page[-1].id)) if more else None,
         )
 
     @app.get("/v1/alerts/{alert_id}", dependencies=read)
@@ -215,7 +214,7 @@ def _add_silences(app: FastAPI, url: str, access: Access) -> None:
         cursor: Annotated[str | None, Query(description="next_cursor of the previous page")] = None,
     ) -> SilenceList:
         """Silences, oldest first, ended ones too (they are history); ``?active=true``: in force."""
-        after = _decode_cursor(cursor) if cursor is not None else None
+        after = decode_cursor(cursor) if cursor is not None else None
         now = utcnow()
         with session(url) as db:
             rows = queries.silence_page(db, after, limit + 1, now if active else None)
@@ -223,7 +222,7 @@ def _add_silences(app: FastAPI, url: str, access: Access) -> None:
         more = len(rows) > limit
         return SilenceList(
             items=[_silence_out(row, now) for row in page],
-            next_cursor=_encode_cursor(page[-1].created_at, page[-1].id) if more else None,
+            next_cursor=encode_cursor((page[-1].created_at, page[-1].id)) if more else None,
         )
 
     @app.delete(
@@ -360,30 +359,6 @@ def _silence_out(row: queries.SilenceRow, now: datetime) -> SilenceOut:
         created_at=row.created_at,
         active=row.active(now),
     )
-
-
-def _encode_cursor(created_at: datetime, row_id: str) -> str:
-    """Where the next page starts, opaque to clients: base64url of ``[created_at, id]``."""
-    raw = json.dumps([created_at.isoformat(), row_id]).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def _decode_cursor(cursor: str) -> queries.After:
-    """The position ``cursor`` names; 422 ``invalid_cursor`` for one this API did not give."""
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        at, row_id = json.loads(raw)
-        return datetime.fromisoformat(at), str(row_id)
-    except (binascii.Error, ValueError, TypeError):
-        _unprocessable(
-            [
-                {
-                    "type": "invalid_cursor",
-                    "loc": ["query", "cursor"],
-                    "msg": "not a cursor this API gave; pass next_cursor from the previous page",
-                }
-            ]
-        )
 
 
 def _unprocessable(errors: list[dict[str, Any]]) -> NoReturn:

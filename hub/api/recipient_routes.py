@@ -6,9 +6,6 @@ answered as FastAPI's 422s with ``loc`` starting at ``path`` or ``body``.
 
 from __future__ import annotations
 
-import base64
-import binascii
-import json
 from datetime import datetime
 from typing import Annotated, Any, Literal, NoReturn
 
@@ -18,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from hub import recipients
 from hub.api.auth import Access
+from hub.api.cursors import decode_cursor, encode_cursor
 from hub.recipients import MAX_BATCH, RecipientError
 from hub.store.recipients import RecipientRow
 
@@ -189,11 +187,11 @@ def _add_topics(app: FastAPI, admin: list[Any]) -> None:
         cursor: Annotated[str | None, Query(description="next_cursor of the previous page")] = None,
     ) -> MemberList:
         """A topic's members, oldest first; a topic nobody joined lists none."""
-        after = _decode_cursor(cursor) if cursor is not None else None
+        after = decode_cursor(cursor) if cursor is not None else None
         page, last = recipients.topic_page(key, after, limit)
         return MemberList(
             items=[MemberOut(id=m.recipient_id, added_at=m.created_at) for m in page],
-            next_cursor=_encode_cursor(last) if last is not None else None,
+            next_cursor=encode_cursor(last) if last is not None else None,
         )
 
 
@@ -237,27 +235,3 @@ def _unprocessable(errors: list[dict[str, Any]]) -> NoReturn:
 
 def _out(row: RecipientRow) -> RecipientOut:
     return RecipientOut.model_validate(row, from_attributes=True)
-
-
-def _encode_cursor(after: tuple[datetime, str]) -> str:
-    """Where the next page starts, opaque to clients: base64url of ``[created_at, id]``."""
-    raw = json.dumps([after[0].isoformat(), after[1]]).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def _decode_cursor(cursor: str) -> tuple[datetime, str]:
-    """The position ``cursor`` names; 422 ``invalid_cursor`` for one this API did not give."""
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        at, recipient_id = json.loads(raw)
-        return datetime.fromisoformat(at), str(recipient_id)
-    except (binascii.Error, ValueError, TypeError):
-        _unprocessable(
-            [
-                {
-                    "type": "invalid_cursor",
-                    "loc": ["query", "cursor"],
-                    "msg": "not a cursor this API gave; pass next_cursor from the previous page",
-                }
-            ]
-        )
