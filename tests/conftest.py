@@ -12,6 +12,7 @@ import os
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -22,9 +23,12 @@ from urllib.parse import urlsplit as make_url_parts
 import httpx
 import pytest
 import redis
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
 
 from hub.embedded import EmbeddedRedis, _free_port
 from hub.settings import bundled_path
+from hub.store.db import engine, migrate
 from tests.smtp_sink import SmtpSink, start_sink
 
 TEST_SETTINGS = """
@@ -94,6 +98,34 @@ def wait_until(predicate: Callable[[], Any], timeout_s: float = 20.0, what: str 
             return result
         time.sleep(0.02)
     raise AssertionError(f"timed out after {timeout_s}s waiting for {what or predicate}")
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
+    """A fresh, migrated database of each backend."""
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path_factory.mktemp('store') / 'hub.db'}"
+        migrate(url)
+        yield url
+        return
+    admin_url = os.environ.get("HUB_TEST_DATABASE_URL")
+    if not admin_url:
+        missing_service(
+            "PostgreSQL variant needs HUB_TEST_DATABASE_URL (e.g. postgresql+psycopg://postgres@127.0.0.1/test)"
+        )
+    name = f"hub_test_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(text(f'CREATE DATABASE "{name}"'))
+    url = make_url(admin_url).set(database=name).render_as_string(hide_password=False)
+    migrate(url)
+    yield url
+    engine(url).dispose()
+    with admin.connect() as connection:
+        connection.execute(text(f'DROP DATABASE "{name}" WITH (FORCE)'))
+    admin.dispose()
 
 
 @pytest.fixture(scope="session")
@@ -228,7 +260,6 @@ def running_stack(
 ) -> Iterator[Stack]:
     """API and worker subprocesses on ``broker_url``, delivering to the SMTP sink."""
     from hub import keys
-    from hub.store.db import migrate
 
     database_url = f"sqlite:///{home / 'hub.db'}"
     env = hub_env(home, broker_url, smtp.port, database_url, extra_settings)  # type: ignore[attr-defined]

@@ -12,16 +12,12 @@ the SMTP sink).
 
 from __future__ import annotations
 
-import os
 import threading
-import uuid
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import create_engine, select, text
-from sqlalchemy.engine import make_url
+from sqlalchemy import select, text
 
 from hub.channels.base import Receipt
 from hub.completion import (
@@ -37,14 +33,13 @@ from hub.middleware import Batch, Completion, Turn
 from hub.settings import Settings, bundled_path, load_settings
 from hub.store import events as stored_events
 from hub.store import notifications as stored_notifications
-from hub.store.db import engine, migrate, session
+from hub.store.db import session
 from hub.store.events import EventRow
 from hub.store.models import Event, EventStatus, NotificationStatus
 from hub.store.notifications import NewNotification, notification_id
 from tests.conftest import (
     TEST_SETTINGS,
     Stack,
-    missing_service,
     other_redis_db,
     running_stack,
     wait_until,
@@ -109,30 +104,6 @@ def completion_settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
     path = tmp_path_factory.mktemp("settings") / "settings.toml"
     path.write_text(settings_text(COMPLETION_SETTINGS))
     return load_settings(path)
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """A fresh, migrated store of each backend (PostgreSQL: HUB_TEST_DATABASE_URL)."""
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'hub.db'}"
-        migrate(url)
-        yield url
-        return
-    admin_url = os.environ.get("HUB_TEST_DATABASE_URL")
-    if not admin_url:
-        missing_service("PostgreSQL variant needs HUB_TEST_DATABASE_URL")
-    name = f"hub_test_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as connection:
-        connection.execute(text(f'CREATE DATABASE "{name}"'))
-    url = make_url(admin_url).set(database=name).render_as_string(hide_password=False)
-    migrate(url)
-    yield url
-    engine(url).dispose()
-    with admin.connect() as connection:
-        connection.execute(text(f'DROP DATABASE "{name}" WITH (FORCE)'))
-    admin.dispose()
 
 
 def routed_event(

@@ -24,7 +24,6 @@ from hub.store.db import session
 from hub.store.models import Event, Notification, NotificationStatus, utcnow
 from hub.templates import Templates
 from tests.test_publish_to_email import address, user
-from tests.test_store import database_url  # noqa: F401  (the SQLite and PostgreSQL fixture)
 
 DIGEST = """
 bundled = {subscriptions = false}
@@ -91,7 +90,7 @@ def _notifications(url: str, to: str) -> list[Notification]:
 
 
 def test_concurrent_routings_of_one_recipients_events_share_one_digest(
-    database_url: str,  # noqa: F811
+    database_url: str,
     settings: Settings,
 ) -> None:
     to = address("weekly")
@@ -113,7 +112,7 @@ def test_concurrent_routings_of_one_recipients_events_share_one_digest(
 
 
 def test_routing_an_event_twice_folds_it_once(
-    database_url: str,  # noqa: F811
+    database_url: str,
     settings: Settings,
 ) -> None:
     to = address("weekly")
@@ -127,7 +126,7 @@ def test_routing_an_event_twice_folds_it_once(
 
 
 def test_an_event_routed_as_its_window_is_released_is_never_lost(
-    database_url: str,  # noqa: F811
+    database_url: str,
     settings: Settings,
 ) -> None:
     to = address("weekly")

@@ -25,7 +25,6 @@ from hub.store import recipients as stored
 from hub.store.db import session
 from hub.store.recipients import RecipientChange
 from tests.conftest import Stack, run_hub
-from tests.test_store import database_url  # noqa: F401  (the SQLite and PostgreSQL fixture)
 
 
 def new_id(prefix: str = "user") -> str:
@@ -532,7 +531,7 @@ def test_hub_topics_add_list_and_remove(stack: Stack) -> None:
 # The store, on SQLite and PostgreSQL
 
 
-def test_members_pages_through_a_topic_by_recipient_id(database_url: str) -> None:  # noqa: F811
+def test_members_pages_through_a_topic_by_recipient_id(database_url: str) -> None:
     ids = [f"r{n:04d}" for n in range(2500)]
     with session(database_url) as db:
         stored.upsert_recipients(db, [RecipientChange(id, {}) for id in ids])
@@ -553,7 +552,7 @@ def test_members_pages_through_a_topic_by_recipient_id(database_url: str) -> Non
     assert [id for page in pages for id in page] == ids
 
 
-def test_recipients_by_id_answers_plain_rows_for_known_ids(database_url: str) -> None:  # noqa: F811
+def test_recipients_by_id_answers_plain_rows_for_known_ids(database_url: str) -> None:
     ids = [f"r{n:04d}" for n in range(1200)]
     with session(database_url) as db:
         stored.upsert_recipients(
@@ -568,7 +567,7 @@ def test_recipients_by_id_answers_plain_rows_for_known_ids(database_url: str) ->
     assert found["r0042"].data == {}
 
 
-def test_concurrent_patches_of_one_recipient_keep_every_change(database_url: str) -> None:  # noqa: F811
+def test_concurrent_patches_of_one_recipient_keep_every_change(database_url: str) -> None:
     def patch(n: int) -> None:
         with session(database_url) as db:
             stored.upsert_recipients(db, [RecipientChange("ada", {"data": {f"k{n}": n}})])

@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-import os
 import uuid
-from collections.abc import Iterator
 from dataclasses import replace
 
-import pytest
-from sqlalchemy import create_engine, inspect, text
-from sqlalchemy.engine import make_url
+from sqlalchemy import inspect, text
 
 from hub.store import backlog
 from hub.store import events as stored_events
@@ -17,35 +13,6 @@ from hub.store import notifications as stored_notifications
 from hub.store.db import engine, migrate, seconds_ago, session
 from hub.store.models import Event, NotificationStatus
 from hub.store.notifications import NewNotification, notification_id
-from tests.conftest import missing_service
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def database_url(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[str]:
-    """A fresh, migrated database of each backend."""
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path_factory.mktemp('store') / 'hub.db'}"
-        migrate(url)
-        yield url
-        return
-    admin_url = os.environ.get("HUB_TEST_DATABASE_URL")
-    if not admin_url:
-        missing_service(
-            "PostgreSQL variant needs HUB_TEST_DATABASE_URL (e.g. postgresql+psycopg://postgres@127.0.0.1/test)"
-        )
-    name = f"hub_test_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as connection:
-        connection.execute(text(f'CREATE DATABASE "{name}"'))
-    url = make_url(admin_url).set(database=name).render_as_string(hide_password=False)
-    migrate(url)
-    yield url
-    engine(url).dispose()
-    with admin.connect() as connection:
-        connection.execute(text(f'DROP DATABASE "{name}" WITH (FORCE)'))
-    admin.dispose()
 
 
 def new_event(key: str | None = None) -> Event:
@@ -170,9 +137,7 @@ def test_a_late_worker_cannot_overwrite_a_notification_it_no_longer_owns(
     with session(database_url) as db:
         stored_notifications.claim_many(db, [nid])
     with session(database_url) as db:  # the sweeper decides the attempt was lost
-        backlog.stuck_notifications(
-            db, seconds_ago(-60), seconds_ago(-60), seconds_ago(-60)
-        )
+        backlog.stuck_notifications(db, seconds_ago(-60), seconds_ago(-60), seconds_ago(-60))
 
     with session(database_url) as db:
         recorded = stored_notifications.finish_sent(db, [(nid, "<m@x>", None, None, None)])
