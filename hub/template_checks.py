@@ -337,8 +337,9 @@ def _doubling(loop: nodes.For) -> Iterator[str]:
             label = f"{target.name}.{target.attr}"
         else:
             continue
-        uses = sum(1 for part in value for use in part.find_all(nodes.Expr) if _names(use) == label)
-        multiplied = any(True for part in value for _ in part.find_all((nodes.Mul, nodes.Pow)))
+        found = [node for part in value for node in (part, *part.find_all(nodes.Expr))]
+        uses = sum(1 for node in found if _names(node) == label)
+        multiplied = any(isinstance(node, nodes.Mul | nodes.Pow) for node in found)
         if uses >= 2 or (uses and multiplied):
             yield f"`{label}` is built from itself more than once in a loop: it grows exponentially"
 
@@ -441,45 +442,43 @@ def undefined_findings(
 
     The first render finds variables outside the event (``data.plna``); the
     second finds optional fields used without ``is defined`` or ``| default``.
-    Each reports its first failure; the second is dropped when it repeats the
-    first.
+    Each reports its first failure, the second only when it differs from the
+    first; a missing field that the schema makes optional says so, with the
+    guard to use.
     """
-    findings: list[Finding] = []
-    try:
-        render(example)
-    except Exception as exc:
-        findings.append(render_finding(exc, name))
     removed: list[str] = []
-    sample = _required_object(example, schema, "data", removed)
-    try:
-        render(sample)
-    except Exception as exc:
-        finding = render_finding(exc, name)
-        if finding not in findings:
-            findings.append(
-                _guard_hint(finding, removed) if finding.kind == "undefined" else finding
-            )
+    required = _required_object(example, schema, "data", removed)
+    failures: list[Finding] = []
+    findings: list[Finding] = []
+    for sample in (example, required):
+        try:
+            render(sample)
+        except Exception as exc:
+            failure = render_finding(exc, name)
+            if failure in failures:
+                continue
+            failures.append(failure)
+            hinted = _guard_hint(failure, removed, generic=sample is required)
+            findings.append(hinted if failure.kind == "undefined" else failure)
     return findings
 
 
 _MISSING = re.compile(r"(?:attribute|element) '([^']+)'|^'([^']+)' is undefined")
+GUARD = "guard it with `is defined` or `| default`"
 
 
-def _guard_hint(finding: Finding, removed: list[str]) -> Finding:
+def _guard_hint(finding: Finding, removed: list[str], *, generic: bool) -> Finding:
+    """``finding`` naming the optional field it is about, if one matches; else a general hint."""
     missing = _MISSING.search(finding.message)
     key = missing and (missing[1] or missing[2])
     for path in dict.fromkeys(removed):
         if key and path.rsplit(".", 1)[-1] == key:
-            return replace(
-                finding,
-                message=f"{path} is optional in the event schema: "
-                "guard it with `is defined` or `| default`",
-            )
-    return replace(
-        finding,
-        message=f"{finding.message} when optional fields are left out: "
-        "guard optional fields with `is defined` or `| default`",
-    )
+            return replace(finding, message=f"{path} is optional in the event schema: {GUARD}")
+    if generic:
+        return replace(
+            finding, message=f"{finding.message} once optional fields are left out: {GUARD}"
+        )
+    return finding
 
 
 # --- HTML balance ---------------------------------------------------------------
