@@ -186,10 +186,15 @@ def test_to_may_name_a_topic(stack: Stack, smtp: SmtpSink) -> None:
 
 def test_templates_see_the_stored_recipient_as_profile(stack: Stack, smtp: SmtpSink) -> None:
     run = uuid.uuid4().hex[:12]
-    folder = stack.home / "templates" / f"profile-{run}"
-    folder.mkdir(parents=True)
-    (folder / "subject.txt").write_text("For {{ profile.data.nickname }}")
-    (folder / "body.txt").write_text("Hello {{ profile.id }} ({{ profile.locale }}).")
+    email_variant = {
+        "subject": "For {{ profile.data.nickname }}",
+        "text": "Hello {{ profile.id }} ({{ profile.locale }}).",
+    }
+    with stack.client() as http:
+        saved = http.put(
+            f"/v1/templates/profile-{run}", json={"variants": {"email": email_variant}}
+        )
+    assert saved.status_code == 200, saved.text
     rid, email = f"countess-{run}", address("countess")
     _recipient(stack, rid, email=email, locale="en-GB", data={"nickname": "Countess"})
 

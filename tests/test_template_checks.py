@@ -19,7 +19,7 @@ from hub.template_checks import (
     undefined_findings,
     unsafe_findings,
 )
-from hub.templates import Templates
+from hub.templates import sandbox
 
 NAME = "user.registered/body.txt"
 
@@ -27,7 +27,7 @@ NAME = "user.registered/body.txt"
 @pytest.fixture(scope="module")
 def env() -> jinja2.Environment:
     # The environment templates render in: sandboxed, strict undefined.
-    return Templates([]).env
+    return sandbox()
 
 
 def renderer(env: jinja2.Environment, source: str) -> Any:

@@ -1,8 +1,9 @@
 """``hub reload``: apply edited settings and templates to every running process.
 
 It loads and checks the settings as ``hub check`` does (a broken file changes
-nothing), compares them with the snapshot stored by the last reload (or by
-the first worker), names each changed key and whether it applies now or
+nothing), imports edited template files into the store as new versions,
+compares them with the snapshot stored by the last reload (or by the first
+worker), names each changed key and whether it applies now or
 needs a restart, then moves the settings' version in the store, which every
 process follows within a second (:mod:`hub.reloads`).
 """
@@ -26,12 +27,17 @@ def reload() -> None:
     from hub.reloads import CHECK_INTERVAL_S
     from hub.store import config
     from hub.store.db import session
+    from hub.templates import sync_files
 
     settings = settings_or_fail()
     checked_or_fail(settings, "nothing was reloaded")
     now = snapshot(settings, settings.all_template_dirs)
     url = settings.resolved_database_url
     try:
+        # Edited template files become new versions here; every worker's
+        # next claim renders them (hub.templates).
+        if imported := sync_files(url, settings.all_template_dirs):
+            typer.echo(f"templates imported as new versions: {', '.join(imported)}")
         with session(url) as db:
             version, before = config.stored(db)
             changed = None if before is None else changes(before, now)
