@@ -18,19 +18,19 @@ import aiosmtplib
 from hub.channels.base import Message
 from hub.channels.email import EmailSettings, build_email
 from hub.settings import bundled_path
-from hub.templates import Templates
+from hub.templates import TemplateSet, from_files
 
 FROM_ADDRESS = EmailSettings().from_address
 SENDER = "hub@localhost"
 
 
-def welcome_message(templates: Templates, n: int, to: str) -> bytes:
+def welcome_message(templates: TemplateSet, n: int, to: str) -> bytes:
     """The hub's welcome email to ``to``, as SMTP bytes."""
     event_id = f"evt_{n:028x}"
     data = {"user_id": str(n), "email": to, "name": f"User {n}"}
     context = {"event": {"id": event_id, "type": "user.registered"}, "data": data}
     context["recipient"] = to
-    rendered = templates.render("user.registered", context, ("subject.txt", "body.txt"))
+    rendered = templates.render("user.registered", "email", context)
     message = Message(
         notification_id=f"ntf_{n:032x}",
         event_id=event_id,
@@ -48,7 +48,7 @@ def sender(
     port: int, connections: int, first: int, count: int, ready: Queue[int], go: Event
 ) -> None:
     """Build messages ``first .. first+count-1``, connect, report ready, wait for go, send."""
-    templates = Templates([bundled_path("templates")])
+    templates = from_files([bundled_path("templates")])
     pending = deque(
         (to, welcome_message(templates, n, to))
         for n in range(first, first + count)

@@ -75,7 +75,6 @@ class AppriseChannel(Channel[AppriseSettings]):
     queue: ClassVar[str] = "alert"
     alert: ClassVar[bool] = True
     settings_model: ClassVar[type[ChannelSettings]] = AppriseSettings
-    parts: ClassVar[tuple[str, ...]] = ("body.txt",)
     outbox_suffix: ClassVar[str] = "json"
 
     def __init__(self, settings: AppriseSettings, outbox_dir: Path) -> None:

@@ -92,7 +92,8 @@ class Channel(ABC, Generic[SettingsT]):
     # The Celery queue its deliveries run on; channels of one family share one.
     queue: ClassVar[str]
     settings_model: ClassVar[type[ChannelSettings]]
-    parts: ClassVar[tuple[str, ...]] = ("body.txt",)
+    # The template variant it renders (hub.templates): email, sms or alert.
+    variant: ClassVar[str] = "alert"
     # Part of the "alert" pseudo-channel of subscriptions.
     alert: ClassVar[bool] = False
     outbox_suffix: ClassVar[str] = "txt"

@@ -258,7 +258,7 @@ class EmailChannel(Channel[EmailSettings]):
     name: ClassVar[str] = CHANNEL
     queue: ClassVar[str] = "email"
     settings_model: ClassVar[type[ChannelSettings]] = EmailSettings
-    parts: ClassVar[tuple[str, ...]] = ("subject.txt", "body.txt")
+    variant: ClassVar[str] = "email"
     outbox_suffix: ClassVar[str] = "eml"
 
     def __init__(self, settings: EmailSettings, outbox_dir: Path) -> None:

@@ -117,7 +117,6 @@ class SlackChannel(http.HttpChannel[SlackSettings]):
     queue: ClassVar[str] = "alert"
     alert: ClassVar[bool] = True
     settings_model: ClassVar[type[ChannelSettings]] = SlackSettings
-    parts: ClassVar[tuple[str, ...]] = ("body.txt",)
     url_key: ClassVar[str] = "channels.slack.webhook_url"
 
     @classmethod

@@ -151,7 +151,7 @@ class SmsChannel(Channel[SmsSettings]):
     name: ClassVar[str] = CHANNEL
     queue: ClassVar[str] = "sms"
     settings_model: ClassVar[type[ChannelSettings]] = SmsSettings
-    parts: ClassVar[tuple[str, ...]] = ("body.txt",)
+    variant: ClassVar[str] = "sms"
     callbacks: ClassVar[bool] = True
 
     def __init__(self, settings: SmsSettings, outbox_dir: Path) -> None:

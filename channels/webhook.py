@@ -82,7 +82,6 @@ class WebhookChannel(http.HttpChannel[WebhookSettings]):
     queue: ClassVar[str] = "alert"
     alert: ClassVar[bool] = True
     settings_model: ClassVar[type[ChannelSettings]] = WebhookSettings
-    parts: ClassVar[tuple[str, ...]] = ("body.txt",)
     url_key: ClassVar[str] = "channels.webhook.url"
     outbox_suffix: ClassVar[str] = "http"
 

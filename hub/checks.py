@@ -17,18 +17,24 @@ import jinja2
 from hub.errors import ConfigError, TemplateError
 from hub.routing import check_subscriptions
 from hub.settings import ALERT, Settings, settings_path
-from hub.templates import Templates, context_for
+from hub.templates import Templates, TemplateSet, context_for, from_files
 
 
 def problems(settings: Settings) -> list[str]:
     """Every problem found in ``settings``' subscriptions and templates, one line each."""
-    templates = Templates(settings.all_template_dirs)
+    templates = Templates()
     found = _template_files(settings.all_template_dirs, templates)
+    if found:
+        return found
     try:
-        check_subscriptions(settings, templates)
+        files = from_files(settings.all_template_dirs)
+    except ConfigError as exc:
+        return [str(exc)]
+    try:
+        check_subscriptions(settings, templates, files.variants)
     except ConfigError as exc:
         found.append(f"{settings_path()}: {exc}")
-    found += _rendered_examples(settings, templates)
+    found += _rendered_examples(settings, files)
     return found
 
 
@@ -49,7 +55,7 @@ def _template_files(dirs: list[Path], templates: Templates) -> list[str]:
     return found
 
 
-def _rendered_examples(settings: Settings, templates: Templates) -> list[str]:
+def _rendered_examples(settings: Settings, files: TemplateSet) -> list[str]:
     """A line per subscription whose template fails on its event type's example data."""
     found = []
     for index, subscription in enumerate(settings.subscriptions):
@@ -63,9 +69,9 @@ def _rendered_examples(settings: Settings, templates: Templates) -> list[str]:
             # A digest renders with the events folded into it (hub.delivery).
             context.update(events=[event.example], count=1)
         for channel in channels:
-            parts = settings.channel_classes[channel].parts
+            variant = settings.channel_classes[channel].variant
             try:
-                templates.render(subscription.template, context, parts)
+                files.render(subscription.template, variant, context)
             except TemplateError as exc:
                 where = f"subscriptions[{index}] ({subscription.name!r})"
                 found.append(f"{settings_path()}: {where}: with the example data: {exc}")

@@ -36,10 +36,11 @@ from hub.store import digests
 from hub.store import events as stored_events
 from hub.store import notifications as stored_notifications
 from hub.store import recipients as stored_recipients
+from hub.store import templates as stored_templates
 from hub.store.db import session
 from hub.store.models import NotificationStatus
 from hub.store.notifications import Claimed
-from hub.templates import context_for
+from hub.templates import TemplateSet, context_for
 
 if TYPE_CHECKING:
     from hub.runtime import Runtime
@@ -72,10 +73,21 @@ def claim(
         )
         for n in claimed
     ]
-    batch = Batch(channel, runtime.settings, turns, reserved)
+    templates = runtime.library.load(db)
+    stored_templates.record_versions(db, _versions(templates, claimed))
+    batch = Batch(channel, runtime.settings, turns, reserved, templates=templates)
     for middleware in runtime.middleware:
         middleware.after_claim(db, batch)
     return batch
+
+
+def _versions(templates: TemplateSet, claimed: Sequence[Claimed]) -> dict[int, list[str]]:
+    """The notifications each template version renders: ``{version: [ids]}``."""
+    by_version: dict[int, list[str]] = {}
+    for notification in claimed:
+        if (version := templates.version(notification.template)) is not None:
+            by_version.setdefault(version, []).append(notification.id)
+    return by_version
 
 
 def _alerts(runtime: Runtime, db: Session, alert_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
@@ -112,7 +124,7 @@ def send(runtime: Runtime, batch: Batch) -> list[Turn]:
     Returns the turns, each decided; ``retry_in_s`` is set on those to run again.
     """
     for turn in batch.undecided():
-        _render(runtime, turn)
+        _render(runtime, batch, turn)
     for middleware in runtime.middleware:
         middleware.before_send(batch)
     _send_all(runtime, batch)
@@ -126,7 +138,7 @@ def send(runtime: Runtime, batch: Batch) -> list[Turn]:
     return batch.turns
 
 
-def _render(runtime: Runtime, turn: Turn) -> None:
+def _render(runtime: Runtime, batch: Batch, turn: Turn) -> None:
     """Check the turn's recipient and render its message; a failure decides this turn alone.
 
     A recipient its channel refuses fails as ``invalid_address`` before any
@@ -155,7 +167,9 @@ def _render(runtime: Runtime, turn: Turn) -> None:
         unsubscribe_url = _unsubscribe_url(runtime, notification)
         if unsubscribe_url:
             context["unsubscribe_url"] = unsubscribe_url
-        rendered = runtime.templates.render(notification.template, context, channel.parts)
+        assert batch.templates is not None  # claim() loads them
+        locale = turn.profile.get("locale") if turn.profile else None
+        rendered = batch.templates.render(notification.template, channel.variant, context, locale)
     except PermanentError as exc:
         turn.result = exc
         turn.decide(NotificationStatus.FAILED, f"invalid_address: {exc.args[0]}")

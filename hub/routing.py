@@ -49,20 +49,28 @@ log = logging.getLogger(__name__)
 MAX_RECIPIENT_CHARS: int = Notification.__table__.c.recipient.type.length  # type: ignore[attr-defined]
 
 
+# The variants a template has, by name; None when there is no such template.
+TemplateVariants = Callable[[str], set[str] | None]
+
+
 def is_glob(pattern: str) -> bool:
     """Whether a subscription's ``event`` is a glob (``task.*``) rather than one type."""
     return any(char in pattern for char in "*?[")
 
 
 def subscription_errors(
-    subscription: Subscription, settings: Settings, templates: Templates
+    subscription: Subscription,
+    settings: Settings,
+    templates: Templates,
+    variants_of: TemplateVariants,
 ) -> list[dict[str, Any]]:
     """What is wrong with ``subscription`` here, as ``{"loc", "msg", "type"}`` (FastAPI's shape).
 
     Its channel must exist; its event must be in the catalog, or as a glob
     match at least one type there (a glob matching none is a typo); its
-    expressions must compile; its template must have every part its channel
-    needs. Its own fields (filter, durations) were checked when it was built.
+    expressions must compile; its template must have the variant its channel
+    renders (``variants_of`` says which a template has, None for no template).
+    Its own fields (filter, durations) were checked when it was built.
     """
     errors = []
     known = [*settings.channel_classes, ALERT]
@@ -81,16 +89,18 @@ def subscription_errors(
         except jinja2.TemplateSyntaxError as exc:
             errors.append(_error(field, exc.message or "invalid expression", "template_syntax"))
     if subscription.channel in known and (
-        problem := _template_problem(subscription, settings, templates)
+        problem := _template_problem(subscription, settings, variants_of)
     ):
         errors.append(_error("template", problem, "unknown_template"))
     return errors
 
 
-def check_subscriptions(settings: Settings, templates: Templates) -> None:
+def check_subscriptions(
+    settings: Settings, templates: Templates, variants_of: TemplateVariants
+) -> None:
     """Fail at start-up on the first problem :func:`subscription_errors` finds in settings."""
     for index, subscription in enumerate(settings.subscriptions):
-        for error in subscription_errors(subscription, settings, templates):
+        for error in subscription_errors(subscription, settings, templates, variants_of):
             where = f"subscriptions[{index}] ({subscription.name!r})"
             raise ConfigError(f"{where}.{error['loc'][0]}: {error['msg']}")
 
@@ -117,21 +127,18 @@ def _event_problem(event: str, settings: Settings) -> str | None:
 
 
 def _template_problem(
-    subscription: Subscription, settings: Settings, templates: Templates
+    subscription: Subscription, settings: Settings, variants_of: TemplateVariants
 ) -> str | None:
     """Why the template cannot serve the subscription's channel(s), or None."""
-    name, loader = subscription.template, templates.env.loader
-    assert loader is not None  # Templates always builds its environment with one
+    name = subscription.template
+    found = variants_of(name)
+    if found is None:
+        return f"no template named {name!r}"
     alert = subscription.channel == ALERT
-    channels = settings.channels.alert_targets if alert else [subscription.channel]
-    for channel in channels:
-        for part in settings.channel_classes[channel].parts:
-            try:
-                loader.get_source(templates.env, f"{name}/{part}")
-            except jinja2.TemplateNotFound:
-                if not any(found.startswith(f"{name}/") for found in loader.list_templates()):
-                    return f"no template named {name!r}"
-                return f"template {name!r} has no {part}, which {channel} needs"
+    for channel in settings.channels.alert_targets if alert else [subscription.channel]:
+        variant = settings.channel_classes[channel].variant
+        if variant not in found:
+            return f"template {name!r} has no {variant} variant, which {channel} needs"
     return None
 
 

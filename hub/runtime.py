@@ -28,7 +28,8 @@ from hub.ratelimit import RedisRateLimiter
 from hub.reloads import VersionWatch, adopt, fresh_settings
 from hub.routing import check_subscriptions
 from hub.settings import Settings, get_settings
-from hub.templates import Templates
+from hub.store.db import session
+from hub.templates import Library, Templates, sync_files
 
 log = logging.getLogger(__name__)
 
@@ -58,8 +59,12 @@ class Runtime:
     def __init__(self, settings: Settings, publish: Publish) -> None:
         self.settings = settings
         logs.configure(settings.logging.redact, settings)
-        self.templates = Templates(settings.all_template_dirs)
-        check_subscriptions(settings, self.templates)
+        self.templates = Templates()
+        self.library = Library()
+        sync_files(settings.resolved_database_url, settings.all_template_dirs)
+        with session(settings.resolved_database_url) as db:
+            current = self.library.load(db)
+        check_subscriptions(settings, self.templates, current.variants)
         self.providers = build_providers(settings)
         redis_client = _redis(settings)
         self.middleware: list[Middleware] = default_middleware(

@@ -28,7 +28,6 @@ class RecordingChannel(Channel[RecordingSettings]):
     name: ClassVar[str] = "recorder"
     queue: ClassVar[str] = "recorder"
     settings_model: ClassVar[type[ChannelSettings]] = RecordingSettings
-    parts: ClassVar[tuple[str, ...]] = ("body.txt",)
     outbox_suffix: ClassVar[str] = "json"
 
     @classmethod

@@ -60,7 +60,7 @@ def _stored(url: str, to: str, count: int) -> list[str]:
 
 def _route(url: str, settings: Settings, event_id: str) -> None:
     with session(url) as db:
-        route_events(db, settings, Templates(settings.all_template_dirs), [event_id])
+        route_events(db, settings, Templates(), [event_id])
 
 
 def _all_at_once(work: list[Callable[[], None]]) -> None:

@@ -27,7 +27,7 @@ def test_an_event_nobody_hears_is_logged(tmp_path: Path, caplog: pytest.LogCaptu
         stored_events.add_event(db, Event(id="evt_nobody", type="order.shipped", data={}))
 
     with caplog.at_level(logging.WARNING), session(url) as db:
-        routed = route_events(db, settings, Templates(settings.all_template_dirs), ["evt_nobody"])
+        routed = route_events(db, settings, Templates(), ["evt_nobody"])
 
     assert routed.queued == []
     assert "event evt_nobody (order.shipped) matches no subscription" in caplog.text

@@ -120,7 +120,7 @@ def test_an_event_cancelled_before_routing_routes_to_suppressed_notifications(
     assert cancelled.events == ["evt_cancelled"]
 
     with session(url) as db:
-        routed = route_events(db, settings, Templates(settings.all_template_dirs), [event.id])
+        routed = route_events(db, settings, Templates(), [event.id])
         made = stored_notifications.notifications_of(db, event.id)
         assert [(n.subscription, n.status) for n in made] == [("welcome-email", "suppressed")]
         assert made[0].last_error and made[0].last_error.startswith("cancelled:")

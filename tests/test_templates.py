@@ -3,27 +3,38 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from hub.channels.base import Channel
 from hub.channels.email import EmailChannel
 from hub.channels.sms import SmsChannel
 from hub.errors import TemplateError
 from hub.settings import bundled_path
-from hub.templates import Templates, context_for
+from hub.templates import Rendered, TemplateSet, context_for, from_files
 from tests.conftest import Stack, run_hub
 
 ADA = {"user_id": "1", "email": "ada@example.com", "name": "Ada"}
 
 
 @pytest.fixture(scope="module")
-def templates() -> Templates:
-    return Templates([bundled_path("templates")])
+def templates() -> TemplateSet:
+    return from_files([bundled_path("templates")])
 
 
-def test_email_preview_has_subject_text_and_escaped_html(templates: Templates) -> None:
-    rendered, details = templates.preview(
-        "user.registered", "user.registered", {**ADA, "name": "<b>Ada</b>"}, EmailChannel
+def _preview(
+    templates: TemplateSet, name: str, data: dict[str, Any], channel: type[Channel[Any]]
+) -> tuple[Rendered, dict[str, str | int]]:
+    rendered = templates.render(
+        name, channel.variant, context_for("evt_1", "user.registered", data)
+    )
+    return rendered, channel.describe(rendered.text)
+
+
+def test_email_preview_has_subject_text_and_escaped_html(templates: TemplateSet) -> None:
+    rendered, details = _preview(
+        templates, "user.registered", {**ADA, "name": "<b>Ada</b>"}, EmailChannel
     )
 
     assert rendered.subject == "Welcome, <b>Ada</b>!"
@@ -37,24 +48,24 @@ def test_email_preview_has_subject_text_and_escaped_html(templates: Templates) -
     [("Ada", "GSM-7", 1), ("Ada Łukasiewicz", "UCS-2", 1), ("A" * 200, "GSM-7", 2)],
 )
 def test_sms_preview_counts_segments(
-    templates: Templates, name: str, encoding: str, segments: int
+    templates: TemplateSet, name: str, encoding: str, segments: int
 ) -> None:
-    rendered, details = templates.preview(
-        "user.registered.sms", "user.registered", {**ADA, "name": name}, SmsChannel
+    rendered, details = _preview(
+        templates, "user.registered.sms", {**ADA, "name": name}, SmsChannel
     )
 
     assert rendered.text == f"Welcome, {name}! Your account ada@example.com is ready."
     assert (details["encoding"], details["segments"]) == (encoding, segments)
 
 
-def test_a_missing_variable_is_a_template_error_naming_it(templates: Templates) -> None:
+def test_a_missing_variable_is_a_template_error_naming_it(templates: TemplateSet) -> None:
     with pytest.raises(TemplateError, match=r"user.registered.*subject.txt.*no attribute 'name'"):
-        templates.preview("user.registered", "user.registered", {"email": "a@b.c"}, EmailChannel)
+        _preview(templates, "user.registered", {"email": "a@b.c"}, EmailChannel)
 
 
-def test_an_unknown_template_is_a_template_error(templates: Templates) -> None:
-    with pytest.raises(TemplateError, match="'nope': missing part"):
-        templates.preview("nope", "x", {}, SmsChannel)
+def test_an_unknown_template_is_a_template_error(templates: TemplateSet) -> None:
+    with pytest.raises(TemplateError, match="'nope': no such template"):
+        _preview(templates, "nope", {}, SmsChannel)
 
 
 def test_the_api_previews_an_sms_with_its_segment_count(stack: Stack) -> None:
@@ -124,12 +135,10 @@ def test_a_template_folder_is_used_whole_never_mixed_with_the_bundled_one(
     own.mkdir()
     (own / "subject.txt").write_text("Hello {{ data.name }}")
     (own / "body.txt").write_text("Plain welcome, {{ data.name }}.")
-    templates = Templates([tmp_path, bundled_path("templates")])
+    templates = from_files([tmp_path, bundled_path("templates")])
 
     rendered = templates.render(
-        "user.registered",
-        {"data": {"name": "Ada", "email": "a@example.com"}},
-        ("subject.txt", "body.txt"),
+        "user.registered", "email", {"data": {"name": "Ada", "email": "a@example.com"}}
     )
 
     # Then the bundled HTML is not sent beside the new text
@@ -141,14 +150,14 @@ def test_a_template_folder_is_used_whole_never_mixed_with_the_bundled_one(
 
 
 def test_a_folder_the_user_does_not_override_still_comes_from_the_bundle(tmp_path: Path) -> None:
-    templates = Templates([tmp_path, bundled_path("templates")])
+    templates = from_files([tmp_path, bundled_path("templates")])
 
     rendered = templates.render(
         "user.registered",
+        "email",
         context_for(
             "evt_1", "user.registered", {"name": "Ada", "email": "a@example.com", "user_id": "u1"}
         ),
-        ("subject.txt",),
     )
 
     assert rendered.html is not None

@@ -31,6 +31,7 @@ from hub.api.unsubscribe_routes import add_unsubscribe_routes
 from hub.circuit import circuit_breakers
 from hub.errors import BrokerUnavailable, EventError, InvalidFilter
 from hub.settings import get_settings
+from hub.templates import sync_files
 from hub.ui.routes import add_ui_routes
 from hub.worker import get_app
 
@@ -41,6 +42,7 @@ def create_app() -> FastAPI:
     settings = get_settings()
     logs.configure(settings.logging.redact, settings)
     events.catalog()
+    sync_files(settings.resolved_database_url, settings.all_template_dirs)
     get_app()  # fails here, at start-up, without a broker
 
     # FastAPI's telemetry looks up the OpenTelemetry providers on every

@@ -25,7 +25,7 @@ from hub.settings import Settings, Subscription, get_settings
 from hub.store import subscriptions as stored
 from hub.store.db import session
 from hub.store.models import StoredSubscription
-from hub.templates import Templates
+from hub.templates import Library, Templates
 
 
 class SubscriptionOut(BaseModel):
@@ -92,7 +92,7 @@ class _Subscriptions:
 
     def _load(self, settings: Settings) -> None:
         self._settings = settings
-        self._templates = Templates(settings.all_template_dirs)
+        self._templates = Templates()
         self._fixed = {subscription.name: subscription for subscription in settings.subscriptions}
 
     def _current(self) -> None:
@@ -166,7 +166,12 @@ class _Subscriptions:
         self._current()
         if subscription.name in self._fixed:
             raise _read_only(subscription.name)
-        if errors := subscription_errors(subscription, self._settings, self._templates):
+        with session(self._url) as db:
+            current = Library().load(db)
+        errors = subscription_errors(
+            subscription, self._settings, self._templates, current.variants
+        )
+        if errors:
             raise _unprocessable([{**error, "loc": ["body", *error["loc"]]} for error in errors])
         return stored_definition(subscription)
 

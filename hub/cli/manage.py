@@ -31,7 +31,7 @@ if TYPE_CHECKING:
 keys_cli = typer.Typer(help="Manage API keys.", no_args_is_help=True)
 db_cli = typer.Typer(help="Manage the store's schema.", no_args_is_help=True)
 notifications_cli = typer.Typer(help="Find and resend dead letters.", no_args_is_help=True)
-templates_cli = typer.Typer(help="Preview templates.", no_args_is_help=True)
+templates_cli = typer.Typer(help="Sync and preview templates.", no_args_is_help=True)
 recipients_cli = typer.Typer(help="Store recipients.", no_args_is_help=True)
 topics_cli = typer.Typer(help="Manage topics' members.", no_args_is_help=True)
 subscriptions_cli = typer.Typer(
@@ -275,25 +275,44 @@ def outbox(
         typer.echo(f"{stamp}  {f.parent.name:<8} {f}")
 
 
+@templates_cli.command("sync")
+def templates_sync() -> None:
+    """Import the template files into the store, a new version only where a file changed."""
+    from hub.templates import sync_files
+
+    settings = settings_or_fail()
+    try:
+        imported = sync_files(settings.resolved_database_url, settings.all_template_dirs)
+    except ConfigError as exc:
+        raise fail(str(exc)) from None
+    typer.echo(f"imported: {', '.join(imported)}" if imported else "every template is up to date")
+
+
 @templates_cli.command("preview")
 def templates_preview(
-    name: Annotated[str, typer.Argument(help="Template folder, e.g. user.registered")],
+    name: Annotated[str, typer.Argument(help="Template name, e.g. user.registered")],
     channel: Annotated[str, typer.Option(help=f"One of: {', '.join(CHANNELS)}")] = "email",
-    data: Annotated[str, typer.Option(help="Sample event data as JSON, or @file.json")] = "{}",
-    event_type: Annotated[str, typer.Option(help="Shown to the template as event.type")] = "",
+    data: Annotated[
+        str | None, typer.Option(help="Sample event data as JSON, or @file.json")
+    ] = None,
+    event_type: Annotated[str, typer.Option(help="Default: the template's event type")] = "",
+    locale: Annotated[str | None, typer.Option(help="e.g. fr-CA")] = None,
 ) -> None:
-    """Render a template with sample data as a channel would send it (SMS: with segments)."""
-    from hub.templates import Templates
+    """Render a stored template's active version as a channel would send it (SMS: segments)."""
+    from hub.store.db import session
+    from hub.template_editing import event_type_of, preview
+    from hub.templates import Library
 
     settings = settings_or_fail()
     known = settings.channel_classes
     if channel not in known:
         raise fail(f"--channel: unknown channel {channel!r}; known: {', '.join(known)}")
-    payload = json_option("--data", data)
+    payload = json_option("--data", data) if data is not None else None
+    with session(settings.resolved_database_url) as db:
+        current = Library().load(db)
+    kind = event_type or event_type_of(settings, current.resolve(name) or name, None)
     try:
-        rendered, details = Templates(settings.all_template_dirs).preview(
-            name, event_type, payload, known[channel]
-        )
+        rendered, details = preview(current, settings, name, channel, payload, kind, locale)
     except TemplateError as exc:
         raise fail(str(exc)) from None
     if rendered.subject is not None:
@@ -501,7 +520,8 @@ def _subscription_or_fail(definition: dict[str, Any]) -> Subscription:
     from pydantic import ValidationError
 
     from hub.routing import subscription_errors
-    from hub.templates import Templates
+    from hub.store.db import session
+    from hub.templates import Library, Templates
 
     try:
         subscription = Subscription.model_validate(definition)
@@ -511,8 +531,9 @@ def _subscription_or_fail(definition: dict[str, Any]) -> Subscription:
         settings = settings_or_fail()
         if subscription.name in {s.name for s in settings.subscriptions}:
             raise fail(f"subscription {subscription.name!r} comes from the settings file")
-        templates = Templates(settings.all_template_dirs)
-        errors = subscription_errors(subscription, settings, templates)
+        with session(settings.resolved_database_url) as db:
+            current = Library().load(db)
+        errors = subscription_errors(subscription, settings, Templates(), current.variants)
     if errors:
         raise fail("\n".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in errors))
     return subscription

@@ -9,7 +9,7 @@ class in one module. A hook changes a turn's fate through
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.orm import Session
 
@@ -19,6 +19,9 @@ from hub.settings import Settings
 from hub.store.events import CompletedEvent, EventRow
 from hub.store.models import NotificationStatus
 from hub.store.notifications import Claimed
+
+if TYPE_CHECKING:
+    from hub.templates import TemplateSet
 
 
 @dataclass(slots=True)
@@ -74,6 +77,8 @@ class Batch:
     probes: set[str] = field(default_factory=set)
     # Events its recording completed (Completion); None until the check ran.
     completed: list[CompletedEvent] | None = None
+    # The templates as of its claim: what every turn of it renders with.
+    templates: TemplateSet | None = None
 
     def undecided(self) -> list[Turn]:
         return [turn for turn in self.turns if not turn.decided]

@@ -133,6 +133,8 @@ class Notification(Base):
     is_digest: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     # A failure alert's notification names its group (hub.alerts).
     alert_id: Mapped[str | None] = mapped_column(String(40), index=True)
+    # The version of its template that rendered it (the active one at its claim).
+    template_version: Mapped[int | None] = mapped_column(Integer)
 
     __table_args__ = (
         Index("ix_notifications_status_updated", "status", "updated_at"),
@@ -262,6 +264,38 @@ class ConfigVersion(Base):
     # What was loaded at this version, where a kind keeps it (hub reload: settings).
     snapshot: Mapped[dict[str, Any] | None]
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Template(Base):
+    """A template's name, the event type it renders and which of its versions is live."""
+
+    __tablename__ = "templates"
+
+    name: Mapped[str] = mapped_column(String(200), primary_key=True)
+    event_type: Mapped[str | None] = mapped_column(String(200))
+    active_version: Mapped[int] = mapped_column(Integer)
+    # The hash of the files last imported (hub.template_files): an edit made
+    # through the API wins until the files change again.
+    file_hash: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class TemplateVersion(Base):
+    """One saved version of a template: never changed once written."""
+
+    __tablename__ = "template_versions"
+
+    name: Mapped[str] = mapped_column(String(200), primary_key=True)
+    version: Mapped[int] = mapped_column(Integer, primary_key=True)
+    # {"variants": {variant: {part: source}}, "locales": {locale: {variant: {part: source}}}}
+    content: Mapped[dict[str, Any]] = mapped_column(JSON)
+    event_type: Mapped[str | None] = mapped_column(String(200))
+    author: Mapped[str | None] = mapped_column(String(200))
+    comment: Mapped[str] = mapped_column(Text, default="", server_default="")
+    draft: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    source: Mapped[str] = mapped_column(String(20))  # files | api | rollback
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
 class AlertStatus(StrEnum):

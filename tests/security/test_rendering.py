@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 
 from hub.channels.email import EmailChannel
 from hub.errors import TemplateError
-from hub.templates import Templates
+from hub.templates import Templates, TemplateSet, context_for, from_files
 from tests.conftest import Stack
 from tests.security.hostile_hub import hostile_stack
 from tests.smtp_sink import SmtpSink
@@ -198,21 +198,30 @@ def test_after_hostile_templates_a_normal_event_is_delivered_once(
 
 
 @pytest.fixture(scope="module")
-def templates(tmp_path_factory: pytest.TempPathFactory) -> Templates:
+def files(tmp_path_factory: pytest.TempPathFactory) -> TemplateSet:
     folder: Path = tmp_path_factory.mktemp("ssti")
     for name, parts in TEMPLATES.items():
         (folder / name).mkdir()
         for part, source in parts.items():
             (folder / name / part).write_text(source)
-    return Templates([folder])
+    return from_files([folder])
+
+
+@pytest.fixture(scope="module")
+def templates() -> Templates:
+    return Templates()
+
+
+def _email(files: TemplateSet, name: str, data: dict[str, Any]) -> None:
+    files.render(name, EmailChannel.variant, context_for("evt_1", "test.render", data))
 
 
 @pytest.mark.parametrize("case", list(HOSTILE_TEMPLATES))
 def test_any_exception_while_rendering_is_a_template_error_naming_template_and_part(
-    templates: Templates, case: str
+    files: TemplateSet, case: str
 ) -> None:
-    with pytest.raises(TemplateError, match=rf"ssti-{case}.*body.txt"):
-        templates.preview(f"ssti-{case}", "test.render", {"to": "a@example.com"}, EmailChannel)
+    with pytest.raises(TemplateError, match=rf"ssti-{case}.*text.txt"):
+        _email(files, f"ssti-{case}", {"to": "a@example.com"})
 
 
 @pytest.mark.parametrize(
@@ -247,8 +256,8 @@ _json = st.recursive(
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(data=st.dictionaries(st.sampled_from(["name", "email", "to", "case"]), _json))
 def test_random_data_renders_or_is_a_template_error_never_anything_else(
-    templates: Templates, data: dict[str, Any]
+    files: TemplateSet, data: dict[str, Any]
 ) -> None:
     for name in TEMPLATES:
         with contextlib.suppress(TemplateError):
-            templates.preview(name, "test.render", data, EmailChannel)
+            _email(files, name, data)
