@@ -15,22 +15,36 @@
 
 from __future__ import annotations
 
+import json
 import re
+import shutil
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx
+import pytest
 from starlette.responses import Response
 
 from hub import keys
 from hub.settings import get_settings
 from hub.ui.sessions import COOKIE, Sessions
-from tests.conftest import Stack, run_hub, wait_until
+from tests.conftest import (
+    Stack,
+    missing_service,
+    other_redis_db,
+    run_hub,
+    running_stack,
+    wait_until,
+)
+from tests.smtp_sink import SmtpSink
 
 ROOT = Path(__file__).parent.parent
 CHROMIUM = Path("/usr/bin/chromium")
+SCREENSHOT = ROOT / "var" / "screenshots" / "template-editor.png"
+README_SCREENSHOT = ROOT / "docs" / "template-editor.png"
 CSRF_META = re.compile(r'<meta name="csrf-token" content="([^"]+)">')
 PREVIEW = {"channel": "email", "data": {"user_id": "u1", "email": "a@example.com", "name": "Ada"}}
 
@@ -194,3 +208,140 @@ def test_logout_drops_the_cookie(stack: Stack) -> None:
         assert response.headers["location"] == "/ui/login"
         assert COOKIE not in http.cookies
         assert http.get("/ui/templates").status_code == 303
+
+
+# ---- In a real browser ---------------------------------------------------------------
+
+SAMPLE = {"user_id": "u_42", "email": "ada@example.com", "name": "Ada"}
+TEMPLATE = "user.registered"
+BROKEN_LINE = 3
+
+
+@pytest.fixture(scope="module")
+def editor_stack(
+    tmp_path_factory: pytest.TempPathFactory, broker_url: str, smtp: SmtpSink
+) -> Iterator[Stack]:
+    """A hub of its own: the browser test saves and rolls back a bundled template."""
+    home = tmp_path_factory.mktemp("editor")
+    # Its own Redis database: the session stack's worker must not take its tasks.
+    with running_stack(home, other_redis_db(broker_url), smtp) as running:
+        yield running
+
+
+@pytest.fixture
+def page(editor_stack: Stack) -> Iterator[Any]:
+    """A Chromium page (Debian's /usr/bin/chromium, never `playwright install`)."""
+    if not CHROMIUM.exists():
+        missing_service(f"the browser test needs Debian's chromium at {CHROMIUM}")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        missing_service("the browser test needs the playwright package (pip install playwright)")
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=str(CHROMIUM),
+            headless=True,
+            # CI runs as root, where Chromium's sandbox cannot start.
+            args=["--no-sandbox", "--disable-dev-shm-usage"],
+        )
+        context = browser.new_context(
+            base_url=editor_stack.base_url, viewport={"width": 1400, "height": 1100}
+        )
+        context.set_default_timeout(15_000)
+        page = context.new_page()
+        problems: list[str] = []
+        page.on("pageerror", lambda error: problems.append(str(error)))
+        try:
+            yield page
+        finally:
+            browser.close()
+        assert not problems, f"script errors in the page: {problems}"
+
+
+def _active(stack: Stack) -> dict[str, Any]:
+    with stack.client() as http:
+        response = http.get(f"/v1/templates/{TEMPLATE}")
+    assert response.status_code == 200, response.text
+    return dict(response.json())
+
+
+def test_edit_preview_save_and_roll_back_in_a_browser(editor_stack: Stack, page: Any) -> None:
+    from playwright.sync_api import expect
+
+    original = _active(editor_stack)
+    original_text = original["variants"]["email"]["text"]
+    lines = original_text.split("\n")
+
+    # Given a logged-in admin (pages without a session go to the login)
+    page.goto("/ui/templates")
+    expect(page).to_have_url(re.compile(r"/ui/login$"))
+    page.get_by_test_id("login-key").fill(editor_stack.api_key)
+    page.get_by_test_id("login-key").press("Enter")
+    expect(page).to_have_url(re.compile(r"/ui/templates$"))
+
+    # When they open a bundled template's editor from the list
+    page.get_by_test_id("template-list").get_by_role("link", name=TEMPLATE, exact=True).click()
+    expect(page).to_have_url(re.compile(rf"/ui/templates/{re.escape(TEMPLATE)}$"))
+    expect(page.get_by_test_id("active-version")).to_have_text(f"active: v{original['version']}")
+    page.get_by_test_id("sample-data").fill(json.dumps(SAMPLE))
+    page.get_by_test_id("part-text").click()
+    source = page.get_by_test_id("editor-source")
+    expect(source).to_have_value(original_text)
+    expect(page.get_by_test_id("preview-text")).to_contain_text("Hi Ada,")
+
+    # And break line 3 with an unclosed {{
+    broken = lines.copy()
+    broken[BROKEN_LINE - 1] += " {{ data.name"
+    source.fill("\n".join(broken))
+
+    # Then the error is marked at that line
+    marker = page.get_by_test_id("error-marker")
+    expect(marker).to_have_count(1)
+    expect(marker).to_have_attribute("data-line", str(BROKEN_LINE))
+    expect(page.get_by_test_id("errors")).to_contain_text(f"line {BROKEN_LINE}")
+    _screenshot(page, "template-editor-error.png")
+
+    # When they fix it, changing the greeting, the preview follows
+    fixed = lines.copy()
+    fixed[0] = fixed[0].replace("Hi ", "Hello there, ", 1)
+    source.fill("\n".join(fixed))
+    expect(page.get_by_test_id("preview-text")).to_contain_text("Hello there, Ada,")
+    expect(page.get_by_test_id("error-marker")).to_have_count(0)
+
+    # And save with a comment, from the keyboard
+    page.get_by_test_id("comment").fill("A warmer greeting")
+    source.press("Control+s")
+    saved = original["version"] + 1
+    expect(page.get_by_test_id("status")).to_have_text(f"Saved version {saved}.")
+    item = page.locator(f'[data-testid="version-item"][data-version="{saved}"]')
+    expect(item).to_contain_text("A warmer greeting")
+    assert _active(editor_stack)["variants"]["email"]["text"] == "\n".join(fixed)
+
+    # And the diff of the new version shows the change
+    item.get_by_test_id("diff-button").click()
+    expect(page.get_by_test_id("diff")).to_contain_text("+Hello there, {{ data.name }},")
+    _screenshot(page, SCREENSHOT.name, README_SCREENSHOT)
+
+    # When they roll back to the version before
+    before = page.locator(
+        f'[data-testid="version-item"][data-version="{original["version"]}"]'
+    )
+    before.get_by_test_id("rollback").click()
+
+    # Then the old content is active again, as a new version
+    expect(page.get_by_test_id("status")).to_contain_text(f"Rolled back to v{original['version']}")
+    active = _active(editor_stack)
+    assert active["version"] == saved + 1
+    assert active["variants"]["email"]["text"] == original_text
+    expect(source).to_have_value(original_text)
+    expect(page.get_by_test_id("preview-text")).to_contain_text("Hi Ada,")
+
+
+def _screenshot(page: Any, name: str, copy_to: Path | None = None) -> None:
+    """The editor under var/screenshots/ (CI keeps it); the README's copy in docs/."""
+    path = SCREENSHOT.with_name(name)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(path), full_page=True)
+    if copy_to is not None:
+        copy_to.parent.mkdir(exist_ok=True)
+        shutil.copyfile(path, copy_to)
