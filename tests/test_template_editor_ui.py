@@ -323,9 +323,7 @@ def test_edit_preview_save_and_roll_back_in_a_browser(editor_stack: Stack, page:
     _screenshot(page, SCREENSHOT.name, README_SCREENSHOT)
 
     # When they roll back to the version before
-    before = page.locator(
-        f'[data-testid="version-item"][data-version="{original["version"]}"]'
-    )
+    before = page.locator(f'[data-testid="version-item"][data-version="{original["version"]}"]')
     before.get_by_test_id("rollback").click()
 
     # Then the old content is active again, as a new version
