@@ -273,11 +273,7 @@ def test_edit_preview_save_and_roll_back_in_a_browser(editor_stack: Stack, page:
     lines = original_text.split("\n")
 
     # Given a logged-in admin (pages without a session go to the login)
-    page.goto("/ui/templates")
-    expect(page).to_have_url(re.compile(r"/ui/login$"))
-    page.get_by_test_id("login-key").fill(editor_stack.api_key)
-    page.get_by_test_id("login-key").press("Enter")
-    expect(page).to_have_url(re.compile(r"/ui/templates$"))
+    _log_in(page, editor_stack)
 
     # When they open a bundled template's editor from the list
     page.get_by_test_id("template-list").get_by_role("link", name=TEMPLATE, exact=True).click()
@@ -333,6 +329,57 @@ def test_edit_preview_save_and_roll_back_in_a_browser(editor_stack: Stack, page:
     assert active["variants"]["email"]["text"] == original_text
     expect(source).to_have_value(original_text)
     expect(page.get_by_test_id("preview-text")).to_contain_text("Hi Ada,")
+
+
+def test_a_new_locale_and_a_test_send_from_the_browser(
+    editor_stack: Stack, page: Any, smtp: SmtpSink
+) -> None:
+    from playwright.sync_api import expect
+
+    default_subject = _active(editor_stack)["variants"]["email"]["subject"]
+    _log_in(page, editor_stack)
+    page.goto(f"/ui/templates/{TEMPLATE}")
+    page.get_by_test_id("sample-data").fill(json.dumps(SAMPLE))
+
+    # When they add a French subject and save it
+    page.get_by_test_id("new-locale").fill("fr")
+    page.get_by_role("button", name="Add locale").click()
+    expect(page.get_by_test_id("locale")).to_have_value("fr")
+    page.get_by_test_id("part-subject").click()
+    page.get_by_test_id("editor-source").fill("Bienvenue, {{ data.name }} !")
+    expect(page.get_by_test_id("preview-subject")).to_have_text("Bienvenue, Ada !")
+    page.get_by_test_id("comment").fill("French welcome")
+    page.get_by_test_id("save").click()
+    expect(page.get_by_test_id("status")).to_contain_text("Saved version")
+
+    # Then the locale has its own email variant, the default one unchanged
+    active = _active(editor_stack)
+    assert active["locales"]["fr"]["email"]["subject"] == "Bienvenue, {{ data.name }} !"
+    assert active["variants"]["email"]["subject"] == default_subject
+
+    # And the SMS variant previews with its segment count
+    page.get_by_test_id("channel").select_option("sms")
+    expect(page.get_by_test_id("preview-details")).to_contain_text("segments: 1")
+    expect(page.get_by_test_id("preview-html")).to_be_hidden()
+    page.get_by_test_id("channel").select_option("email")
+
+    # And a test send of the saved French version arrives, marked as a test
+    to = f"editor-{uuid.uuid4().hex[:8]}@example.com"
+    page.get_by_test_id("test-to").fill(to)
+    page.get_by_test_id("test-send").click()
+    expect(page.get_by_test_id("test-result")).to_have_text(f"Sent a test to {to}.")
+    smtp.wait_for(lambda sink: bool(sink.to(to)), 10)
+    assert smtp.to(to)[0]["Subject"] == "[TEST] Bienvenue, Ada !"
+
+
+def _log_in(page: Any, stack: Stack) -> None:
+    from playwright.sync_api import expect
+
+    page.goto("/ui/templates")
+    expect(page).to_have_url(re.compile(r"/ui/login$"))
+    page.get_by_test_id("login-key").fill(stack.api_key)
+    page.get_by_test_id("login-key").press("Enter")
+    expect(page).to_have_url(re.compile(r"/ui/templates$"))
 
 
 def _screenshot(page: Any, name: str, copy_to: Path | None = None) -> None:

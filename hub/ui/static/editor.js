@@ -7,6 +7,9 @@
   const CSRF = document.querySelector('meta[name="csrf-token"]').content;
   const PARTS = { email: ["subject", "text", "html"], sms: ["body"], alert: ["title", "body"] };
   const CHANNELS = ["email", "sms", "alert"];
+  // The channel that renders a variant, for preview and test-send: alert targets
+  // (slack, webhook, apprise) all render "alert"; slack is always registered.
+  const RENDERED_BY = { alert: "slack" };
   const PREVIEW_DELAY_MS = 300;
   const $ = (id) => document.getElementById(id);
 
@@ -433,7 +436,7 @@
       return;
     }
     const seq = ++S.previewSeq;
-    const body = Object.assign({ channel: S.channel }, draft());
+    const body = Object.assign({ channel: RENDERED_BY[S.channel] || S.channel }, draft());
     if (S.locale) body.locale = S.locale;
     if (data !== undefined) body.data = data;
     const result = await api("POST", S.path + "/preview", body);
@@ -442,7 +445,10 @@
     if (result.ok) {
       const r = result.data;
       $("preview-state").textContent = "";
+      // SMS and alerts have neither subject nor HTML: their boxes are hidden, not empty.
+      $("preview-subject-row").hidden = r.subject === null || r.subject === undefined;
       $("preview-subject").textContent = r.subject || "";
+      $("preview-html").hidden = !r.html;
       $("preview-html").srcdoc = r.html || "";
       $("preview-text").textContent = r.text || "";
       const details = Object.entries(r.details || {}).map(([k, v]) => k + ": " + v);
@@ -632,7 +638,7 @@
     }
     const data = sampleData();
     if (data === null) return;
-    const body = { channel: S.channel, to };
+    const body = { channel: RENDERED_BY[S.channel] || S.channel, to };
     if (S.locale) body.locale = S.locale;
     if (data !== undefined) body.data = data;
     out.textContent = "Sending…";
