@@ -60,7 +60,7 @@ class Runtime:
         self.settings = settings
         logs.configure(settings.logging.redact, settings)
         self.templates = Templates()
-        self.library = Library()
+        self.library = Library(settings.templates.utm)
         sync_files(settings.resolved_database_url, settings.all_template_dirs)
         with session(settings.resolved_database_url) as db:
             current = self.library.load(db)

@@ -13,7 +13,6 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-import jinja2
 from sqlalchemy.orm import Session
 
 from hub import template_checks
@@ -29,6 +28,7 @@ from hub.templates import (
     Rendered,
     TemplateSet,
     context_for,
+    sandbox,
 )
 
 PREVIEW_RECIPIENT = "preview@example.com"
@@ -151,7 +151,8 @@ def save(
     content = merged(current.content(name) if row else None, variants, locales)
     if not content["variants"] and not content["locales"]:
         raise InvalidTemplate(name, [Problem("", "", None, None, None, "no variant", "empty")])
-    errors, warnings = unknown_parts(content), []
+    warnings: list[Problem] = []
+    errors = unknown_parts(content)
     if not errors:
         errors, warnings = check(current, library, settings, name, content, event_type)
     if errors:
@@ -178,7 +179,7 @@ def check(
     event_type: str | None,
 ) -> tuple[list[Problem], list[Problem]]:
     """The errors and the warnings in ``content`` as template ``name``."""
-    env = jinja2.sandbox.SandboxedEnvironment()
+    env = sandbox()
     errors: list[Problem] = []
     warnings: list[Problem] = []
     for locale, variant, part, source in _parts(content):
@@ -236,9 +237,9 @@ def _render_problems(
         sms = settings.channel_classes.get("sms")
         limit = getattr(settings.channels.of("sms"), "max_segments", None) if sms else None
         if sms is not None and limit is not None:
-            finding = template_checks.sms_finding(sms.describe(text), limit)
-            if finding is not None:
-                found.append(_problem(variant, "body", locale, finding))
+            too_long = template_checks.sms_finding(sms.describe(text), limit)
+            if too_long is not None:
+                found.append(_problem(variant, "body", locale, too_long))
     return found
 
 

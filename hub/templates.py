@@ -30,6 +30,7 @@ from jinja2.exceptions import SecurityError
 from jinja2.sandbox import SandboxedEnvironment
 from sqlalchemy.exc import IntegrityError
 
+from hub import email_html
 from hub.errors import TemplateError
 from hub.store import templates as stored_templates
 from hub.store.db import session
@@ -169,7 +170,8 @@ class _StoreLoader(jinja2.BaseLoader):
         return source, template, lambda: True
 
 
-def _sandbox(loader: jinja2.BaseLoader | None = None) -> _Sandbox:
+def sandbox(loader: jinja2.BaseLoader | None = None) -> _Sandbox:
+    """The hub's sandboxed, strict environment (its optimizer folds no `*` or `**` either)."""
     return _Sandbox(
         loader=loader,
         undefined=jinja2.StrictUndefined,
@@ -183,9 +185,13 @@ def _sandbox(loader: jinja2.BaseLoader | None = None) -> _Sandbox:
 
 
 class Library:
-    """One process's template versions and compiled templates, read from the store as needed."""
+    """One process's template versions and compiled templates, read from the store as needed.
 
-    def __init__(self) -> None:
+    ``utm`` are query parameters added to every link of an email (``templates.utm``).
+    """
+
+    def __init__(self, utm: dict[str, str] | None = None) -> None:
+        self.utm = utm or {}
         self._contents: dict[tuple[str, int], dict[str, Any]] = {}
         self._envs: dict[tuple[tuple[str, str], ...], _Sandbox] = {}
 
@@ -209,7 +215,7 @@ class Library:
         if (env := self._envs.get(key)) is None:
             if len(self._envs) >= 8:
                 self._envs.pop(next(iter(self._envs)))
-            env = self._envs[key] = _sandbox(_StoreLoader(self._by_key, dict(shared)))
+            env = self._envs[key] = sandbox(_StoreLoader(self._by_key, dict(shared)))
         return env
 
     def _by_key(self, name: str, key: str) -> dict[str, Any] | None:
@@ -240,7 +246,7 @@ class TemplateSet:
             self._keys.setdefault(name, "edit")
         shared = {name: key for name, key in self._keys.items() if name.startswith("_")}
         if self._edits:
-            self._env = _sandbox(_StoreLoader(self._content, shared))
+            self._env = sandbox(_StoreLoader(self._content, shared))
         else:
             self._env = library.env(shared)
 
@@ -309,17 +315,30 @@ class TemplateSet:
             if part in parts
         }
         if variant == "email":
-            if "text" not in out and "html" not in out:
-                raise TemplateError(name, "the email variant has neither text nor html")
-            return Rendered(
-                text=out.get("text", ""), subject=_one_line(out["subject"]), html=out.get("html")
-            )
+            return self._email(name, out)
         if variant == "alert":
             title = out.get("title")
             return Rendered(
                 text=out["body"], subject=_one_line(title) if title is not None else None
             )
         return Rendered(text=out.get("body", ""))
+
+    def _email(self, name: str, out: dict[str, str]) -> Rendered:
+        """An email's parts finished: CSS inlined, a text part made from HTML if none, UTM."""
+        html, text = out.get("html"), out.get("text")
+        if html is None and text is None:
+            raise TemplateError(name, "the email variant has neither text nor html")
+        try:
+            if html is not None:
+                html = email_html.inline_css(html)
+                if text is None:
+                    text = email_html.text_from_html(html)
+            if utm := self._library.utm:
+                html = email_html.add_utm(html, utm) if html is not None else None
+                text = email_html.add_utm_text(text or "", utm)
+        except Exception as exc:
+            raise TemplateError(name, f"html: {_why(exc)}") from exc
+        return Rendered(text=text or "", subject=_one_line(out["subject"]), html=html)
 
     def _render(self, name: str, source_name: str, context: dict[str, Any]) -> str:
         part = source_name.rsplit("/", 1)[-1]
@@ -376,7 +395,7 @@ class Templates:
     """The sandbox for recipient expressions and conditions, each compiled once."""
 
     def __init__(self) -> None:
-        self.env = _sandbox()
+        self.env = sandbox()
         self._expressions: dict[str, jinja2.Template] = {}
 
     def expression(self, source: str, context: dict[str, Any]) -> str:

@@ -46,8 +46,6 @@ DELIVERY_HEADER = "X-Hub-Delivery"
 DEFAULT_TOLERANCE_S = 300
 
 
-
-
 def _digest(secret: str, timestamp: int, body: bytes) -> str:
     if not secret:
         raise ValueError("a webhook secret must not be empty")

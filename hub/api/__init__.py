@@ -124,5 +124,3 @@ async def _broker_down(_: Request, exc: Exception) -> JSONResponse:
         status_code=503,
         headers={"Retry-After": "5"},
     )
-
-

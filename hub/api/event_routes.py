@@ -48,9 +48,7 @@ class EventIn(BaseModel):
 
     @property
     def to(self) -> events.Envelope:
-        return events.Envelope(
-            self.recipients, self.topics, self.deliver_at, self.cancellation_key
-        )
+        return events.Envelope(self.recipients, self.topics, self.deliver_at, self.cancellation_key)
 
 
 class BatchIn(BaseModel):
@@ -290,5 +288,3 @@ def _event_out(
             for n in notifications
         ],
     )
-
-

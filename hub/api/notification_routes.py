@@ -83,5 +83,3 @@ def add_notification_routes(app: FastAPI, settings: Settings, access: Access) ->
             limit=selection.limit,
         )
         return Requeued(requeued=requeued)
-
-

@@ -161,7 +161,7 @@ class TestOut(BaseModel):
 
 
 def add_template_routes(app: FastAPI, settings: Settings, access: Access) -> None:
-    library = Library()
+    library = Library(settings.templates.utm)
     url = settings.resolved_database_url
     _add_reads(app, url, library, access)
     _add_writes(app, url, library, access)

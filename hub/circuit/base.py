@@ -47,9 +47,7 @@ class CircuitBreakers(ABC):
         """May a send go through ``name`` now? Claims the probe when one is due."""
 
     @abstractmethod
-    def record(
-        self, name: str, *, answered: int, failed: int, error: str, threshold: int
-    ) -> None:
+    def record(self, name: str, *, answered: int, failed: int, error: str, threshold: int) -> None:
         """Count what came back: any answer closes the circuit; failures may open it."""
 
     @abstractmethod

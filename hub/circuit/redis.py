@@ -106,4 +106,3 @@ class RedisCircuitBreakers(CircuitBreakers):
 
     def _key(self, name: str) -> str:
         return f"{self._prefix}:{name}"
-

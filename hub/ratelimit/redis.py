@@ -28,23 +28,30 @@ if tat < now then tat = now end
 
 # KEYS[2]: the channel's pause. Returns 0 when a token was taken, else the
 # milliseconds to wait for one.
-_GCRA = """
+_GCRA = (
+    """
 redis.replicate_commands()
 local pause = redis.call('PTTL', KEYS[2])
 if pause > 0 then return pause end
-""" + _STATE + """
+"""
+    + _STATE
+    + """
 local wait = tat - now - tolerance
 if wait > 0 then return math.ceil(wait) end
 local next_tat = tat + interval
 redis.call('SET', KEYS[1], next_tat, 'PX', math.ceil(next_tat - now + interval))
 return 0
 """
+)
 
 
 # ARGV[3]: how many slots. Returns the milliseconds to wait for each, all taken.
-_RESERVE = """
+_RESERVE = (
+    """
 redis.replicate_commands()
-""" + _STATE + """
+"""
+    + _STATE
+    + """
 local waits = {}
 for i = 1, tonumber(ARGV[3]) do
   waits[i] = math.max(math.ceil(tat - now - tolerance), 0)
@@ -53,6 +60,7 @@ end
 redis.call('SET', KEYS[1], tat, 'PX', math.ceil(tat - now + interval))
 return waits
 """
+)
 
 
 class RedisRateLimiter(RateLimiter):

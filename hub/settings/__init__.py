@@ -43,6 +43,7 @@ from hub.settings.models import (
     OutboundSettings,
     SchedulingSettings,
     Subscription,
+    TemplateSettings,
     section_model,
 )
 from hub.settings.report import ENV_PREFIX, describe, describe_env_error
@@ -66,6 +67,7 @@ __all__ = [
     "ChannelsSettings",
     "DeliverySettings",
     "LoggingSettings",
+    "TemplateSettings",
     "OutboundSettings",
     "SchedulingSettings",
     "EventType",
@@ -107,6 +109,7 @@ class Settings(BaseSettings):
     alerts: AlertsSettings = AlertsSettings()
     outbound: OutboundSettings = OutboundSettings()
     logging: LoggingSettings = LoggingSettings()
+    templates: TemplateSettings = TemplateSettings()
     channels: ChannelsSettings = ChannelsSettings()
     events: dict[str, EventType] = Field(default_factory=dict)
     subscriptions: list[Subscription] = Field(default_factory=list)

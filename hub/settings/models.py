@@ -196,6 +196,14 @@ class LoggingSettings(_Strict):
     redact: bool = True
 
 
+class TemplateSettings(_Strict):
+    """How rendered emails are finished (hub.email_html)."""
+
+    # Query parameters added to every http(s) link of an email, e.g.
+    # {source = "hub", medium = "email"} (the utm_ prefix is added); empty: none.
+    utm: dict[str, str] = Field(default_factory=dict)
+
+
 class OutboundSettings(_Strict):
     """Where the hub may send: the webhook, Slack and Apprise targets of settings."""
 
@@ -299,7 +307,6 @@ class ChannelSettings(_Strict):
     @property
     def retry_window_s(self) -> float:
         return parse_duration(self.retry_window, "retry_window")
-
 
     @model_validator(mode="before")
     @classmethod

@@ -55,7 +55,7 @@ _COLUMNS = [field.name for field in fields(Group)]
 
 def _insert(db: Session) -> Any:
     dialect = db.bind.dialect.name if db.bind else "sqlite"
-    return (postgresql.insert if dialect == "postgresql" else sqlite.insert)
+    return postgresql.insert if dialect == "postgresql" else sqlite.insert
 
 
 def already_recorded(db: Session, subscription: str, event_id: str) -> bool:
@@ -296,9 +296,7 @@ def acknowledge(db: Session, group_id: str, by: str, now: datetime) -> bool:
 def unsilence_ended(db: Session, now: datetime, still: Callable[[str | None], bool]) -> int:
     """Silenced groups whose silence ended (``still`` is False for it) fire again, at once."""
     g = GROUPS.c
-    silenced = db.execute(
-        select(g.id, g.silence_id).where(g.status == AlertStatus.SILENCED)
-    ).all()
+    silenced = db.execute(select(g.id, g.silence_id).where(g.status == AlertStatus.SILENCED)).all()
     ended = [group for group, silence in silenced if not still(silence)]
     if ended:
         db.execute(
