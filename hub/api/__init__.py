@@ -32,6 +32,7 @@ from hub.circuit import circuit_breakers
 from hub.errors import BrokerUnavailable, EventError, InvalidFilter
 from hub.settings import get_settings
 from hub.templates import sync_files
+from hub.ui.routes import add_ui_routes
 from hub.worker import get_app
 
 
@@ -81,6 +82,7 @@ def create_app() -> FastAPI:
     add_alert_routes(app, settings, access)
     breakers = circuit_breakers(settings.rate_limit_redis_url)
     add_channel_routes(app, settings, breakers, access)
+    add_ui_routes(app, settings, access)
     return app
 
 

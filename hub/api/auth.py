@@ -16,6 +16,12 @@ With ``api.jwt`` set, a bearer token shaped like a JWT is verified instead
 (signature, ``exp``, ``nbf``, ``iss``, ``aud``): its holder is ``jwt:<sub>``
 and its scopes those of its ``scope`` (space-separated) or ``scp`` claim. One
 that does not verify gets 401; the rest is as for a key.
+
+A request without ``Authorization`` may carry the web editor's session cookie
+instead (:mod:`hub.ui.sessions`): its holder is the key the session was made
+with, looked up again like a bearer key (revoked: 401). With a cookie, a
+request other than ``GET``/``HEAD``/``OPTIONS`` also needs ``X-CSRF-Token``,
+else 403. A bearer key or token, when sent, wins over the cookie.
 """
 
 from __future__ import annotations
@@ -39,6 +45,7 @@ from hub.ratelimit import RateLimiter, RedisRateLimiter, StubRateLimiter
 from hub.settings import Rate, Settings
 from hub.settings.models import JwtSettings
 from hub.store.models import utcnow
+from hub.ui.sessions import COOKIE, CSRF_HEADER, SAFE_METHODS, Sessions, UiSession
 
 # A dependency a route lists; it answers the caller's key holder.
 Dependency = Callable[..., Awaitable[Principal]]
@@ -68,7 +75,10 @@ class _KeyCache:
 
     async def principal(self, key: str) -> Principal | None:
         """The key's holder, revoked or expired too; None for a key that does not exist."""
-        digest = keys.hash_key(key)
+        return await self.principal_by_hash(keys.hash_key(key))
+
+    async def principal_by_hash(self, digest: str) -> Principal | None:
+        """As :meth:`principal`, for the key whose hash is ``digest`` (a session's key)."""
         seen = self._seen.get(digest)
         if seen is not None and seen[0] > time.monotonic():
             return seen[1]
@@ -197,10 +207,13 @@ class Access:
         database_url: str,
         rate_limit: _RateLimit | None = None,
         jwt_settings: JwtSettings | None = None,
+        sessions: Sessions | None = None,
     ) -> None:
         self._keys = _KeyCache(database_url)
         self._rate_limit = rate_limit
         self._tokens = _Tokens(jwt_settings) if jwt_settings else None
+        # None: the session cookie is not accepted (only bearer keys and tokens).
+        self.sessions = sessions
         self.read = self._requiring(keys.READ)
         self.admin = self._requiring(keys.ADMIN)
         self.publisher = self._publishing()
@@ -209,8 +222,9 @@ class Access:
     def from_settings(cls, settings: Settings) -> Access:
         """Keys in the settings' store, JWTs with ``api.jwt``; ``api.rate_limit_per_key`` if set."""
         setting = settings.api.rate_limit_per_key
+        sessions = Sessions.from_settings(settings)
         if not setting:
-            return cls(settings.resolved_database_url, jwt_settings=settings.api.jwt)
+            return cls(settings.resolved_database_url, None, settings.api.jwt, sessions)
         url = settings.rate_limit_redis_url
         # Without Redis each API process counts on its own, so N processes
         # let a key through at up to N times the rate.
@@ -219,14 +233,21 @@ class Access:
             if url
             else StubRateLimiter()
         )
-        return cls(settings.resolved_database_url, _RateLimit(setting, limiter), settings.api.jwt)
+        return cls(
+            settings.resolved_database_url, _RateLimit(setting, limiter), settings.api.jwt, sessions
+        )
 
     async def principal(
         self, request: Request, credentials: HTTPAuthorizationCredentials | None
     ) -> Principal:
-        """The holder of the request's key or token: 401, 403 (networks) or 429 otherwise."""
+        """The holder of the request's key, token or session: 401, 403 (networks, CSRF) or 429."""
         bearer = credentials.credentials if credentials is not None else ""
-        if self._tokens is not None and self._tokens.fits(bearer):
+        session = self._session(request) if credentials is None else None
+        if session is not None:
+            principal = await self._session_holder(request, session)
+        elif credentials is None and self.sessions and COOKIE in request.cookies:
+            raise _unauthorized("the editor session has expired or is invalid: log in again")
+        elif self._tokens is not None and self._tokens.fits(bearer):
             principal = self._tokens.principal(bearer)
         else:
             principal = await self._key_holder(bearer)
@@ -237,6 +258,47 @@ class Access:
             )
         if self._rate_limit is not None:
             await self._rate_limit.check(principal)
+        return principal
+
+    async def login(self, key: str) -> Principal:
+        """The holder of ``key`` if it may open a web editor session: 401, or 403 without admin."""
+        principal = await self._key_holder(key)
+        if not principal.allows(keys.ADMIN):
+            raise HTTPException(
+                status.HTTP_403_FORBIDDEN,
+                f"{_holder(principal)} lacks the 'admin' scope the editor needs",
+            )
+        return principal
+
+    async def page_holder(self, request: Request) -> Principal | None:
+        """The admin behind a page request's session cookie; None to send it to the login."""
+        session = self._session(request)
+        if session is None:
+            return None
+        principal = await self._keys.principal_by_hash(session.key_hash)
+        if principal is None or principal.unusable(utcnow()) or not principal.allows(keys.ADMIN):
+            return None
+        host = request.client.host if request.client else None
+        return principal if principal.allows_address(host) else None
+
+    def _session(self, request: Request) -> UiSession | None:
+        """The request's valid session, if it has one (and sessions are accepted here)."""
+        cookie = request.cookies.get(COOKIE)
+        if self.sessions is None or cookie is None:
+            return None
+        return self.sessions.read(cookie)
+
+    async def _session_holder(self, request: Request, session: UiSession) -> Principal:
+        """The key behind ``session``: 401 once it is revoked, 403 on a write without CSRF."""
+        assert self.sessions is not None
+        principal = await self._keys.principal_by_hash(session.key_hash)
+        if principal is None or principal.name != session.key_name:
+            raise _unauthorized("the session's API key no longer exists: log in again")
+        if problem := principal.unusable(utcnow()):
+            raise _unauthorized(f"the session's API key {principal.name!r} is {problem}")
+        token = request.headers.get(CSRF_HEADER)
+        if request.method not in SAFE_METHODS and not self.sessions.csrf_ok(session, token):
+            raise HTTPException(status.HTTP_403_FORBIDDEN, "missing or wrong CSRF token")
         return principal
 
     async def _key_holder(self, key: str) -> Principal:

@@ -4,8 +4,9 @@ FastAPI reads and parses the whole body before any dependency runs, so a
 200 MB body without a key used to be read into memory before its 401. This
 ASGI middleware sits in front: a declared ``Content-Length`` over the limit
 is answered 413 at once, whatever the key; a request to an authenticated
-path without an ``Authorization`` header gets its 401 before a byte of body
-is read; a body without a length is read here up to the limit and cut there.
+path without an ``Authorization`` header (or the web editor's session
+cookie) gets its 401 before a byte of body is read; a body without a length
+is read here up to the limit and cut there.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ from __future__ import annotations
 import json
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
+
+from hub.ui.sessions import COOKIE
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -25,6 +28,8 @@ BATCH_SUFFIX = ":batch"
 UNAUTHENTICATED_PREFIXES = ("/v1/callbacks/", "/v1/unsubscribe/", "/v1/alerts/ack/")
 BODYLESS = frozenset({"GET", "HEAD", "OPTIONS", "DELETE"})
 MISSING_KEY = "missing or invalid API key: send Authorization: Bearer <key>"
+# A session cookie is checked by hub.api.auth like a key; here only whether one was sent.
+SESSION_COOKIE = f"{COOKIE}=".encode()
 
 
 class RequestLimits:
@@ -52,7 +57,8 @@ class RequestLimits:
             if length > limit:
                 await _too_large(send, path, limit)
                 return
-        if _needs_key(path) and not headers.get(b"authorization"):
+        credentials = headers.get(b"authorization") or SESSION_COOKIE in headers.get(b"cookie", b"")
+        if _needs_key(path) and not credentials:
             await _answer(send, 401, MISSING_KEY, {"www-authenticate": "Bearer"})
             return
         if declared is None and scope["method"] not in BODYLESS:
