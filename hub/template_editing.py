@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 
 from hub import template_checks
 from hub.errors import HubError, TemplateError
-from hub.settings import Settings
+from hub.settings import ALERT, Settings
 from hub.store import templates as stored
 from hub.store.models import TemplateVersion
 from hub.templates import (
@@ -334,8 +334,13 @@ def preview(
     event_type: str | None,
     locale: str | None,
 ) -> tuple[Rendered, dict[str, str | int]]:
-    """Render ``name`` for ``channel`` with sample data, and what it costs (SMS segments)."""
-    kind = settings.channel_classes[channel]
+    """Render ``name`` for ``channel`` with sample data, and what it costs (SMS segments).
+
+    ``channel`` may also be ``alert``, as in subscriptions: the alert variant.
+    """
     context = sample_context(settings, event_type, data)
+    if channel == ALERT:
+        return current.render(name, "alert", context, locale), {}
+    kind = settings.channel_classes[channel]
     rendered = current.render(name, kind.variant, context, locale)
     return rendered, kind.describe(rendered.text)

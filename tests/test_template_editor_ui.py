@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import uuid
@@ -383,10 +384,11 @@ def _log_in(page: Any, stack: Stack) -> None:
 
 
 def _screenshot(page: Any, name: str, copy_to: Path | None = None) -> None:
-    """The editor under var/screenshots/ (CI keeps it); the README's copy in docs/."""
+    """The editor under var/screenshots/ (CI keeps it); the README's copy in docs/
+    only with HUB_TEST_UPDATE_SCREENSHOTS=1, so a test run leaves the checkout clean."""
     path = SCREENSHOT.with_name(name)
     path.parent.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(path), full_page=True)
-    if copy_to is not None:
+    if copy_to is not None and os.environ.get("HUB_TEST_UPDATE_SCREENSHOTS") == "1":
         copy_to.parent.mkdir(exist_ok=True)
         shutil.copyfile(path, copy_to)

@@ -373,3 +373,6 @@ def test_an_sms_folder_is_the_sms_variant_of_its_template_and_an_alert_reuses_su
     assert welcome["variants"]["sms"]["body"].startswith("Welcome, {{ data.name }}!")
     assert welcome["variants"]["alert"]["title"] == welcome["variants"]["email"]["subject"]
     assert welcome["variants"]["alert"]["body"] == welcome["variants"]["email"]["text"]
+    assert welcome["sample_data"]["name"] == "Ada Lovelace"
+    alert = _post(editor, "/v1/templates/user.registered/preview", {"channel": "alert"}).json()
+    assert alert["subject"] == "Welcome, Ada Lovelace!" and alert["html"] is None

@@ -23,7 +23,7 @@ from hub.api.cursors import decode_cursor, encode_cursor
 from hub.channels.base import Message
 from hub.errors import ChannelError, TemplateError
 from hub.keys import Principal
-from hub.settings import Settings, get_settings
+from hub.settings import ALERT, Settings, get_settings
 from hub.store import templates as stored
 from hub.store.db import session
 from hub.store.models import TemplateVersion
@@ -68,6 +68,9 @@ class TemplateOut(BaseModel):
     created_at: datetime
     draft: bool
     active: bool
+    sample_data: dict[str, Any] | None = Field(
+        None, description="The event type's example: what a preview renders without data"
+    )
 
 
 class TemplateSummary(BaseModel):
@@ -332,7 +335,7 @@ def _add_renders(app: FastAPI, url: str, library: Library, access: Access) -> No
         SMS previews include the encoding and segment count in ``details``.
         """
         current_settings = _settings()
-        _check_channel(current_settings, sample.channel)
+        _check_channel(current_settings, sample.channel, ALERT)
         try:
             with session(url) as db:
                 chosen = _chosen(db, library, current_settings, name, sample)
@@ -452,6 +455,8 @@ def _chosen(
 
 def _out(found: TemplateVersion, active: bool) -> TemplateOut:
     content = found.content
+    settings = _settings()
+    event = settings.events.get(event_type_of(settings, found.name, found.event_type) or "")
     return TemplateOut(
         name=found.name,
         event_type=found.event_type,
@@ -463,6 +468,7 @@ def _out(found: TemplateVersion, active: bool) -> TemplateOut:
         created_at=found.created_at,
         draft=found.draft,
         active=active,
+        sample_data=event.example if event is not None else None,
     )
 
 
@@ -503,9 +509,10 @@ def _check_name(name: str) -> None:
         )
 
 
-def _check_channel(settings: Settings, channel: str) -> None:
-    if channel not in settings.channel_classes:
-        known = ", ".join(settings.channel_classes)
+def _check_channel(settings: Settings, channel: str, *also: str) -> None:
+    """422 unless ``channel`` is a registered channel (or one of ``also``)."""
+    if channel not in settings.channel_classes and channel not in also:
+        known = ", ".join([*settings.channel_classes, *also])
         raise HTTPException(
             status.HTTP_422_UNPROCESSABLE_CONTENT,
             [

@@ -7,9 +7,10 @@
   const CSRF = document.querySelector('meta[name="csrf-token"]').content;
   const PARTS = { email: ["subject", "text", "html"], sms: ["body"], alert: ["title", "body"] };
   const CHANNELS = ["email", "sms", "alert"];
-  // The channel that renders a variant, for preview and test-send: alert targets
-  // (slack, webhook, apprise) all render "alert"; slack is always registered.
-  const RENDERED_BY = { alert: "slack" };
+  // The channel a test-send of a variant goes through: alert targets (slack,
+  // webhook, apprise) all render "alert"; slack is always registered. Preview
+  // takes "alert" itself.
+  const SENT_BY = { alert: "slack" };
   const PREVIEW_DELAY_MS = 300;
   const $ = (id) => document.getElementById(id);
 
@@ -436,7 +437,7 @@
       return;
     }
     const seq = ++S.previewSeq;
-    const body = Object.assign({ channel: RENDERED_BY[S.channel] || S.channel }, draft());
+    const body = Object.assign({ channel: S.channel }, draft());
     if (S.locale) body.locale = S.locale;
     if (data !== undefined) body.data = data;
     const result = await api("POST", S.path + "/preview", body);
@@ -638,7 +639,7 @@
     }
     const data = sampleData();
     if (data === null) return;
-    const body = { channel: RENDERED_BY[S.channel] || S.channel, to };
+    const body = { channel: SENT_BY[S.channel] || S.channel, to };
     if (S.locale) body.locale = S.locale;
     if (data !== undefined) body.data = data;
     out.textContent = "Sending…";
