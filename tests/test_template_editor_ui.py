@@ -30,8 +30,8 @@ import pytest
 from starlette.responses import Response
 
 from hub import keys
+from hub.api.sessions import COOKIE, Sessions
 from hub.settings import get_settings
-from hub.ui.sessions import COOKIE, Sessions
 from tests.conftest import (
     Stack,
     missing_service,

@@ -18,7 +18,7 @@ and its scopes those of its ``scope`` (space-separated) or ``scp`` claim. One
 that does not verify gets 401; the rest is as for a key.
 
 A request without ``Authorization`` may carry the web editor's session cookie
-instead (:mod:`hub.ui.sessions`): its holder is the key the session was made
+instead (:mod:`hub.api.sessions`): its holder is the key the session was made
 with, looked up again like a bearer key (revoked: 401). With a cookie, a
 request other than ``GET``/``HEAD``/``OPTIONS`` also needs ``X-CSRF-Token``,
 else 403. A bearer key or token, when sent, wins over the cookie.
@@ -40,12 +40,12 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from hub import keys
+from hub.api.sessions import COOKIE, CSRF_HEADER, SAFE_METHODS, Sessions, UiSession
 from hub.keys import Principal
 from hub.ratelimit import RateLimiter, RedisRateLimiter, StubRateLimiter
 from hub.settings import Rate, Settings
 from hub.settings.models import JwtSettings
 from hub.store.models import utcnow
-from hub.ui.sessions import COOKIE, CSRF_HEADER, SAFE_METHODS, Sessions, UiSession
 
 # A dependency a route lists; it answers the caller's key holder.
 Dependency = Callable[..., Awaitable[Principal]]

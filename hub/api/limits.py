@@ -15,7 +15,7 @@ import json
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
-from hub.ui.sessions import COOKIE
+from hub.api.sessions import COOKIE
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]

@@ -2,7 +2,7 @@
 
 A page without a valid session redirects (303) to ``/ui/login``. The login
 takes an admin API key from a form and answers with the session cookie
-(:mod:`hub.ui.sessions`); a wrong key gets the form again, with 401 (403 for
+(:mod:`hub.api.sessions`); a wrong key gets the form again, with 401 (403 for
 a key without the admin scope). Logging in and out are ``POST``s only, from
 this site (``Sec-Fetch-Site``; logging out also checks the CSRF token).
 
@@ -23,9 +23,9 @@ from fastapi.staticfiles import StaticFiles
 
 from hub import keys
 from hub.api.auth import Access
+from hub.api.sessions import COOKIE, Sessions, UiSession
 from hub.keys import Principal
 from hub.settings import Settings
-from hub.ui.sessions import COOKIE, Sessions, UiSession
 
 STATIC_DIR = Path(str(files("hub.ui") / "static"))
 LOGIN = "/ui/login"
