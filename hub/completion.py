@@ -21,6 +21,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
+from hub import logs
 from hub.errors import BrokerUnavailable, EventError
 from hub.settings import Settings
 from hub.store import events as stored_events
@@ -100,7 +101,18 @@ def announce(publish: Publish, completed: Sequence[CompletedEvent]) -> None:
             )
         except (EventError, BrokerUnavailable) as exc:
             # The event is completed, with its counts, either way.
-            log.error("could not publish %s for %s: %s", COMPLETED_EVENT, one.event_id, exc)
+            log.error(
+                "could not publish %s for %s: %s",
+                COMPLETED_EVENT,
+                one.event_id,
+                exc,
+                extra=logs.ids(one.event_id),
+            )
         except Exception:
             # Never undo what was committed: the outcomes that completed it.
-            log.exception("could not publish %s for %s", COMPLETED_EVENT, one.event_id)
+            log.exception(
+                "could not publish %s for %s",
+                COMPLETED_EVENT,
+                one.event_id,
+                extra=logs.ids(one.event_id),
+            )

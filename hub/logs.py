@@ -9,12 +9,18 @@ CLI's start. ``logging.redact = false`` turns it off for debugging.
 What is masked: email addresses (``a***@example.com``), E.164 phone numbers
 (``+*********00``), hub API keys, and every secret value of the settings.
 Tracebacks are left as they are (they quote code, rarely data).
+
+Lines are text for a terminal, or with ``logging.format = "json"`` one JSON
+object per line (:class:`JsonFormatter`) carrying ``event_id`` and
+``notification_id`` where the line is about one (``extra=ids(...)``).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import re
+import time
 from collections.abc import Iterable
 from typing import Any
 
@@ -81,3 +87,61 @@ def _secret_values(value: Any) -> Iterable[str]:
     elif isinstance(value, dict):
         for item in value.values():
             yield from _secret_values(item)
+
+
+def ids(event_id: str | None = None, notification_id: str | None = None) -> dict[str, str]:
+    """``extra=`` for a log line about one event or notification: JSON lines carry them."""
+    found = {"event_id": event_id, "notification_id": notification_id}
+    return {key: value for key, value in found.items() if value}
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: time, level, logger, message, ids, exception."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        line: dict[str, Any] = {
+            "at": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+            + f".{int(record.msecs):03d}Z",
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+            "process": record.process,
+        }
+        for key in ("event_id", "notification_id"):
+            if value := getattr(record, key, None):
+                line[key] = value
+        if record.exc_info:
+            line["exception"] = self.formatException(record.exc_info)
+        return json.dumps(line, ensure_ascii=False, default=str)
+
+
+TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+def formatter(kind: str) -> logging.Formatter:
+    """The formatter for ``logging.format``: ``json`` or ``text``."""
+    return JsonFormatter() if kind == "json" else logging.Formatter(TEXT_FORMAT)
+
+
+def use_format(kind: str, handlers: Iterable[logging.Handler] = ()) -> None:
+    """Format ``handlers`` (default: the root logger's) as ``kind``."""
+    for handler in list(handlers) or logging.getLogger().handlers:
+        handler.setFormatter(formatter(kind))
+
+
+def uvicorn_config(kind: str) -> dict[str, Any]:
+    """uvicorn's ``log_config`` writing every line through :func:`formatter`."""
+    factory = "hub.logs.JsonFormatter" if kind == "json" else "logging.Formatter"
+    options = {} if kind == "json" else {"fmt": TEXT_FORMAT}
+    handler = {"class": "logging.StreamHandler", "formatter": "hub", "stream": "ext://sys.stderr"}
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {"hub": {"()": factory, **options}},
+        "handlers": {"hub": handler},
+        "root": {"handlers": ["hub"], "level": "INFO"},
+        "loggers": {
+            name: {"handlers": [], "level": "INFO", "propagate": True}
+            for name in ("uvicorn", "uvicorn.error", "uvicorn.access")
+        },
+    }

@@ -17,6 +17,7 @@ import logging
 from collections.abc import Awaitable
 from typing import TYPE_CHECKING, TypeVar
 
+from hub import logs
 from hub.channels.base import Receipt
 from hub.middleware import Batch, Turn
 from hub.store import backlog
@@ -116,7 +117,13 @@ def record(database_url: str, batch: Batch, middleware: list[Middleware]) -> Non
             elif status is NotificationStatus.WAITING:
                 waiting[nid] = turn.reason
             elif status is not None:
-                log.warning("notification %s %s: %s", nid, status, turn.reason)
+                log.warning(
+                    "notification %s %s: %s",
+                    nid,
+                    status,
+                    turn.reason,
+                    extra=logs.ids(turn.event.id, nid),
+                )
                 number = stored_notifications.finish(db, nid, status, turn.reason, turn.provider)
                 turn.recorded, turn.attempt_number = number is not None, number or 0
         if receipts:

@@ -26,7 +26,7 @@ import jinja2
 from pydantic import ValidationError
 from sqlalchemy.orm import Session
 
-from hub import addressing, alerts, completion
+from hub import addressing, alerts, completion, logs
 from hub.errors import ConfigError, TemplateError
 from hub.filters import Filter, parse_filter
 from hub.scheduling import hold
@@ -218,8 +218,12 @@ class Router:
                     # Read after the version: a change committed in between
                     # is loaded again next time, never missed.
                     self._routes = Routes([*self._fixed, *self._stored(db)])
+                    # Each process's first load is no news; a change is.
+                    level = logging.DEBUG if self._version is None else logging.INFO
                     self._version = version
-                    log.info("subscriptions at version %d: %d in all", version, len(self._routes))
+                    log.log(
+                        level, "subscriptions at version %d: %d in all", version, len(self._routes)
+                    )
         return self._routes
 
     def _stored(self, db: Session) -> list[Route]:
@@ -316,7 +320,13 @@ def plan(
                     targets = named
         except TemplateError as exc:
             # One broken subscription must not hold back the event's others.
-            log.error("subscription %r skipped for event %s: %s", subscription.name, event_id, exc)
+            log.error(
+                "subscription %r skipped for event %s: %s",
+                subscription.name,
+                event_id,
+                exc,
+                extra=logs.ids(event_id),
+            )
             continue
         channels = alert_targets if subscription.channel == ALERT else [subscription.channel]
         for channel in channels:
@@ -435,7 +445,12 @@ def route_events(
         matching = routes.matching(event.type)
         if not matching:
             # Accepted but heard by nobody: say so, or it looks like a lost event.
-            log.warning("event %s (%s) matches no subscription", event.id, event.type)
+            log.warning(
+                "event %s (%s) matches no subscription",
+                event.id,
+                event.type,
+                extra=logs.ids(event.id),
+            )
         grouped = [route for route in matching if route.subscription.grouped]
         if grouped:
             matching = tuple(route for route in matching if not route.subscription.grouped)
@@ -485,7 +500,13 @@ def _fold_into_groups(
             if not applies(route, as_event, context, templates):
                 continue
         except TemplateError as exc:
-            log.error("subscription %r skipped for event %s: %s", subscription.name, event.id, exc)
+            log.error(
+                "subscription %r skipped for event %s: %s",
+                subscription.name,
+                event.id,
+                exc,
+                extra=logs.ids(event.id),
+            )
             continue
         if stored_alerts.already_recorded(db, subscription.name, event.id):
             continue

@@ -16,7 +16,7 @@ from celery import shared_task
 from celery.signals import worker_process_init, worker_process_shutdown, worker_shutdown
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
-from hub import alerting, completion, events, queues
+from hub import alerting, completion, events, logs, queues
 from hub.delivery import claim, send
 from hub.delivery import deliver as deliver_notifications
 from hub.errors import EventError
@@ -169,9 +169,20 @@ def _routing_failed(runtime: Runtime, event_id: str, exc: Exception) -> None:
     with session(runtime.settings.resolved_database_url) as db:
         quarantined = stored_events.record_routing_failure(db, event_id, error, limit)
     if quarantined:
-        log.error("event %s quarantined after %d failed routings: %s", event_id, limit, error)
+        log.error(
+            "event %s quarantined after %d failed routings: %s",
+            event_id,
+            limit,
+            error,
+            extra=logs.ids(event_id),
+        )
     else:
-        log.warning("routing event %s failed (the sweeper tries again): %s", event_id, error)
+        log.warning(
+            "routing event %s failed (the sweeper tries again): %s",
+            event_id,
+            error,
+            extra=logs.ids(event_id),
+        )
 
 
 @shared_task(name="hub.deliver", **STORE_RETRIES)

@@ -8,12 +8,12 @@ import sys
 import typer
 
 from hub import logs
-from hub.cli import alerts, manage, reload, run
+from hub.cli import alerts, manage, reload, run, scaffold
 
 # Commands import what they run when they run: `hub --help` and `hub publish`
 # must not pay for loading Celery, FastAPI or uvicorn.
 cli = typer.Typer(help="hub: event-driven notifications on Celery and Redis.", no_args_is_help=True)
-commands = (run.up, run.check, reload.reload, run.api, run.worker, run.beat)
+commands = (scaffold.init, run.up, run.check, reload.reload, run.api, run.worker, run.beat)
 for command in (*commands, manage.publish, manage.cancel, manage.outbox):
     cli.command()(command)
 cli.add_typer(manage.keys_cli, name="keys")

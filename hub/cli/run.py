@@ -2,20 +2,28 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import time
-from typing import TYPE_CHECKING, Annotated
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from sqlalchemy.exc import SQLAlchemyError
 
-from hub import queues
+from hub import logs, queues
 from hub.cli.common import checked_or_fail, fail, settings_or_fail
 from hub.errors import ConfigError, EmbeddedRedisError
 from hub.settings import Settings
 
 if TYPE_CHECKING:
     from celery import Celery
+
+LogFormat = Annotated[
+    str, typer.Option("--log-format", help="text or json [default: logging.format]")
+]
+# `hub up` starts its parts without their banners: its own is the last word.
+Quiet = Annotated[bool, typer.Option("--quiet", help="No start-up banner", hidden=True)]
 
 
 def _dev_key(settings: Settings) -> str:
@@ -51,6 +59,7 @@ def check() -> None:
 def up(
     host: Annotated[str, typer.Option(help="API host [default: api.host]")] = "",
     port: Annotated[int, typer.Option(help="API port [default: api.port]")] = 0,
+    log_format: LogFormat = "",
 ) -> None:
     """Run everything: embedded Redis (unless broker_url is set), workers, beat and API.
 
@@ -62,6 +71,7 @@ def up(
     from hub.supervisor import Supervisor, child_env, hub_command
 
     started = time.monotonic()
+    _log_format(log_format)
     settings = settings_or_fail()
     checked_or_fail(settings)
     host, port = host or settings.api.host, port or settings.api.port
@@ -81,10 +91,10 @@ def up(
             raise fail(str(exc)) from None
     supervisor = Supervisor(child_env(HUB_BROKER_URL=broker_url))
     try:
-        supervisor.start("worker", hub_command("worker"))
+        supervisor.start("worker", hub_command("worker", "--quiet"))
         critical = ["-Q", queues.CRITICAL_WORKER, "--concurrency", "2", "-n", "critical@%h"]
-        supervisor.start("worker-critical", hub_command("worker", *critical))
-        supervisor.start("beat", hub_command("beat"))
+        supervisor.start("worker-critical", hub_command("worker", "--quiet", *critical))
+        supervisor.start("beat", hub_command("beat", "--quiet"))
         supervisor.start("api", hub_command("api", "--host", host, "--port", str(port)))
         _wait_for_api(host, port)
         _wait_for_worker(broker_url)
@@ -94,6 +104,7 @@ def up(
             f"  broker   {broker_url}{where}\n"
             f"  store    {settings.resolved_database_url}\n"
             f"  api      http://{host}:{port}  (docs at /docs)\n"
+            f"  ui       http://{host}:{port}/ui/  (log in with the api key)\n"
             f"  outbox   {settings.var_dir.resolve() / 'outbox'}\n"
             f"  api key  {key}  (also in {settings.var_dir / 'dev-api-key'})\n"
             "Press Ctrl-C to stop.\n"
@@ -135,10 +146,12 @@ def api(
     host: Annotated[str, typer.Option(help="Bind address")] = "",
     port: Annotated[int, typer.Option(help="Port")] = 0,
     workers: Annotated[int, typer.Option(help="Uvicorn worker processes")] = 1,
+    log_format: LogFormat = "",
 ) -> None:
     """Run the HTTP API."""
     import uvicorn
 
+    _log_format(log_format)
     settings = settings_or_fail()
     uvicorn.run(
         "hub.api:create_app",
@@ -147,6 +160,7 @@ def api(
         port=port or settings.api.port,
         workers=workers,
         log_level="info",
+        log_config=logs.uvicorn_config(settings.logging.format),
         access_log=settings.api.access_log,
     )
 
@@ -172,12 +186,15 @@ def worker(
             "-n", "--hostname", help="Node name, unique per host (default: celery@<host>)"
         ),
     ] = "",
+    log_format: LogFormat = "",
+    quiet: Quiet = False,
 ) -> None:
     """Run a Celery worker (all queues unless -Q names some)."""
     from hub import events
     from hub.reloads import record_first_snapshot
     from hub.runtime import Runtime
 
+    _log_format(log_format)
     settings = settings_or_fail()
     app = _celery()
     try:
@@ -196,7 +213,8 @@ def worker(
     # its state in the store, so they would only delay readiness. Task events
     # stay off: three Redis publishes per task cost the consumer ~40% of its
     # time. Flower switches them on at run time when it starts.
-    argv = ["worker", "-Q", consume, "--pool", pool, "--loglevel", "INFO"]
+    argv = [*(["--quiet"] if quiet else []), "worker", "-Q", consume, "--pool", pool]
+    argv += ["--loglevel", "INFO"]
     argv += ["--without-mingle", "--without-gossip"]
     if name:
         argv += ["--hostname", name]
@@ -207,19 +225,50 @@ def worker(
     app.worker_main(argv)
 
 
-def beat() -> None:
+def beat(log_format: LogFormat = "", quiet: Quiet = False) -> None:
     """Run Celery beat (the sweeper that re-enqueues work the broker lost)."""
+    _log_format(log_format)
     settings = settings_or_fail()
     settings.var_dir.mkdir(parents=True, exist_ok=True)
     schedule = settings.var_dir / "celerybeat-schedule"
-    _celery().start(["beat", "--schedule", str(schedule), "--loglevel", "INFO"])
+    argv = [*(["--quiet"] if quiet else []), "beat", "--schedule", str(schedule)]
+    _celery().start([*argv, "--loglevel", "INFO"])
 
 
 def _celery() -> Celery:
+    from celery.signals import after_setup_logger
+
     from hub.worker import get_app
 
-    settings_or_fail()
+    settings = settings_or_fail()
+    after_setup_logger.connect(_log_setup(settings.logging.format), weak=False)
     try:
         return get_app()
     except ConfigError as exc:
         raise fail(str(exc)) from None
+
+
+# Celery's line per task (received, succeeded) and beat's per tick: a line
+# per message at INFO buries what matters; they show with --loglevel DEBUG.
+PER_TASK_LOGGERS = ("celery.app.trace", "celery.worker.strategy", "celery.beat")
+
+
+def _log_setup(kind: str) -> Callable[..., None]:
+    """Celery's logging, set up: our format, and per-task lines moved to DEBUG."""
+
+    def setup(logger: logging.Logger, loglevel: int, **_: Any) -> None:
+        logs.use_format(kind, logger.handlers)
+        if loglevel > logging.DEBUG:
+            for name in PER_TASK_LOGGERS:
+                logging.getLogger(name).setLevel(max(loglevel, logging.WARNING))
+
+    return setup
+
+
+def _log_format(kind: str) -> None:
+    """``--log-format``: this command and every process it starts log as ``kind``."""
+    if kind and kind not in ("text", "json"):
+        raise fail(f"--log-format: {kind!r} is neither text nor json")
+    if kind:
+        os.environ["HUB_LOGGING__FORMAT"] = kind
+

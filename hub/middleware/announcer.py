@@ -10,6 +10,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+from hub import logs
 from hub.errors import BrokerUnavailable, EventError
 from hub.middleware.base import Batch, Middleware, Turn
 from hub.store.models import NotificationStatus
@@ -54,7 +55,18 @@ class Announcer(Middleware):
             self._publish(FAILED_EVENT, data, idempotency_key=key, keep_if_broker_down=True)
         except (EventError, BrokerUnavailable) as exc:
             # The failure is recorded on the notification either way.
-            log.error("could not publish %s for %s: %s", FAILED_EVENT, notification.id, exc)
+            log.error(
+                "could not publish %s for %s: %s",
+                FAILED_EVENT,
+                notification.id,
+                exc,
+                extra=logs.ids(notification_id=notification.id),
+            )
         except Exception:
             # Not even a store error may undo a batch whose outcomes are committed.
-            log.exception("could not publish %s for %s", FAILED_EVENT, notification.id)
+            log.exception(
+                "could not publish %s for %s",
+                FAILED_EVENT,
+                notification.id,
+                extra=logs.ids(notification_id=notification.id),
+            )

@@ -194,6 +194,9 @@ class ApiSettings(_Strict):
 class LoggingSettings(_Strict):
     # Mask recipients, API keys and secret settings in every log line.
     redact: bool = True
+    # "text" for a terminal, "json" (one object per line) for a log pipeline;
+    # `--log-format` on hub up, api, worker and beat sets it.
+    format: Literal["text", "json"] = "text"
 
 
 class TemplateSettings(_Strict):
