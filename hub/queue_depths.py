@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import redis
-from kombu import Connection
+from kombu.connection import Connection
 
 # kombu's Redis transport: a message of priority p > 0 goes to "<queue>\x06\x16<step>".
 _REDIS_PRIORITY_SEP = "\x06\x16"
@@ -51,7 +51,7 @@ def _redis_depths(url: str, names: Sequence[str]) -> dict[str, int]:
 
 def _amqp_depths(url: str, names: Sequence[str]) -> dict[str, int]:
     depths: dict[str, int] = {}
-    with Connection(url, connect_timeout=TIMEOUT_S) as connection:
+    with Connection(url, connect_timeout=TIMEOUT_S) as connection:  # type: ignore[no-untyped-call]
         connection.ensure_connection(max_retries=1)
         channel = connection.channel()
         for name in names:

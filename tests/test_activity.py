@@ -15,17 +15,23 @@
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
+import redis
+from kombu import Connection, Queue
 
 from hub import keys
-from tests.conftest import Stack
+from hub.embedded import _free_port
+from hub.queue_depths import DepthUnavailable, queue_depths
+from tests.conftest import Stack, missing_service
 from tests.test_publish_to_email import address, user
 
 
@@ -259,6 +265,40 @@ def test_a_bad_window_is_422_naming_it(stack: Stack, window: str) -> None:
 
     assert response.status_code == 422, response.text
     assert response.json()["detail"][0]["loc"] == ["query", "window"]
+
+
+def test_redis_queue_depths_count_every_priority_step(broker_url: str) -> None:
+    url = urlsplit(broker_url)._replace(path="/14").geturl()  # a database no stack uses
+    client = redis.Redis.from_url(url)
+    client.flushdb()
+    client.rpush("email", "a", "b")
+    client.rpush("email\x06\x163", "c")  # kombu's key for a message of priority 3
+
+    assert queue_depths(url, ["email", "sms"]) == {"email": 3, "sms": 0}
+    client.flushdb()
+
+
+def test_rabbitmq_queue_depths_are_message_counts() -> None:
+    url = os.environ.get("HUB_TEST_RABBITMQ_URL")
+    if not url:
+        missing_service("RabbitMQ queue depths need HUB_TEST_RABBITMQ_URL")
+    name = f"hub-depth-{uuid.uuid4().hex[:8]}"
+    with Connection(url) as connection:
+        queue = Queue(name, auto_delete=False)
+        producer = connection.Producer()
+        for body in ("a", "b"):
+            producer.publish(body, routing_key=name, declare=[queue])
+        try:
+            depths = queue_depths(url, [name, f"{name}-never-declared"])
+        finally:
+            queue.bind(connection.default_channel).delete()
+
+    assert depths == {name: 2, f"{name}-never-declared": 0}
+
+
+def test_an_unreachable_broker_is_one_error_to_report() -> None:
+    with pytest.raises(DepthUnavailable):
+        queue_depths(f"redis://127.0.0.1:{_free_port()}/0", ["email"])
 
 
 # ---- Scopes -------------------------------------------------------------------------------
