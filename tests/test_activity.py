@@ -31,6 +31,9 @@ from kombu import Connection, Queue
 from hub import keys
 from hub.embedded import _free_port
 from hub.queue_depths import DepthUnavailable, queue_depths
+from hub.store import activity
+from hub.store.db import session
+from hub.store.models import Event, Notification
 from tests.conftest import Stack, missing_service
 from tests.test_publish_to_email import address, user
 
@@ -299,6 +302,53 @@ def test_rabbitmq_queue_depths_are_message_counts() -> None:
 def test_an_unreachable_broker_is_one_error_to_report() -> None:
     with pytest.raises(DepthUnavailable):
         queue_depths(f"redis://127.0.0.1:{_free_port()}/0", ["email"])
+
+
+# ---- The store, on SQLite and PostgreSQL ----------------------------------------------------
+
+
+def test_store_pages_and_window_counts_agree_on_every_backend(database_url: str) -> None:
+    now = datetime.now(UTC)
+    rows = [  # channel, status, minutes ago
+        ("email", "sent", 50),
+        ("email", "failed", 40),
+        ("email", "sent", 5),
+        ("sms", "delivered", 1),
+        ("sms", "queued", 2),
+        ("email", "sent", 90),  # outside a 1h window
+    ]
+    with session(database_url) as db:
+        db.add(Event(id="evt_a", type="user.registered", data={}, created_at=now))
+        for i, (channel, status, minutes) in enumerate(rows):
+            at = now - timedelta(minutes=minutes)
+            db.add(
+                Notification(
+                    id=f"ntf_{i}", event_id="evt_a", subscription="s", channel=channel,
+                    recipient=f"r{i}", template="t", status=status, created_at=at, updated_at=at,
+                )
+            )  # fmt: skip
+
+    with session(database_url) as db:
+        counts = activity.window_counts(db, now - timedelta(hours=1), now, 12)
+        oldest = activity.oldest_queued(db)
+        first = activity.notification_page(db, activity.NotificationFilter(), None, 2)
+        rest = activity.notification_page(
+            db, activity.NotificationFilter(), (first[-1][0].created_at, first[-1][0].id), 10
+        )
+        newest = activity.notification_page(db, activity.NotificationFilter(), None, 1, True)
+
+    assert counts.by_channel == {
+        "email": {"sent": 2, "failed": 1},
+        "sms": {"delivered": 1, "queued": 1},
+    }
+    assert counts.series["email"][2] == [1, 0]  # 50 minutes ago: the window's third 5 minutes
+    assert counts.series["email"][4] == [0, 1]
+    assert counts.series["email"][11] == [1, 0]
+    assert counts.series["sms"][11] == [1, 0]
+    assert oldest is not None and abs((now - oldest).total_seconds() - 120) < 1
+    order = [n.id for n, _ in first + rest]
+    assert order == ["ntf_5", "ntf_0", "ntf_1", "ntf_2", "ntf_4", "ntf_3"]
+    assert [n.id for n, _ in newest] == ["ntf_3"]
 
 
 # ---- Scopes -------------------------------------------------------------------------------

@@ -14,7 +14,19 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Integer, Select, and_, case, cast, exists, func, or_, select
+from sqlalchemy import (
+    ColumnElement,
+    Integer,
+    Select,
+    and_,
+    case,
+    cast,
+    exists,
+    extract,
+    func,
+    or_,
+    select,
+)
 from sqlalchemy.orm import Session
 
 from hub.store.models import Event, Notification, NotificationStatus
@@ -160,7 +172,7 @@ def window_counts(db: Session, start: datetime, end: datetime, buckets: int) -> 
 def _bucket(db: Session, start: datetime, width_s: float) -> Any:
     """The index of the ``width_s`` slice from ``start`` that ``updated_at`` falls in, in SQL."""
     if db.get_bind().dialect.name == "postgresql":
-        seconds = func.extract("epoch", Notification.updated_at - start)
+        seconds = extract("epoch", Notification.updated_at - start)
         return func.floor(seconds / width_s)
     # SQLite keeps "YYYY-MM-DD HH:MM:SS.ffffff" in UTC; julianday reads it in days.
     naive = start.replace(tzinfo=None).isoformat(sep=" ")
