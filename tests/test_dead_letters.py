@@ -30,9 +30,9 @@ def test_failed_notifications_are_listed_by_status(stack: Stack) -> None:
         sent = http.get("/v1/notifications", params={"status": "sent"})
 
     assert failed.status_code == 200
-    assert notification["id"] in [n["id"] for n in failed.json()]
-    assert all(n["status"] == "failed" for n in failed.json())
-    assert notification["id"] not in [n["id"] for n in sent.json()]
+    assert notification["id"] in [n["id"] for n in failed.json()["items"]]
+    assert all(n["status"] == "failed" for n in failed.json()["items"])
+    assert notification["id"] not in [n["id"] for n in sent.json()["items"]]
 
 
 def test_a_failed_notification_is_resent_by_id_with_fresh_attempts(
@@ -56,7 +56,8 @@ def test_a_failed_notification_is_resent_by_id_with_fresh_attempts(
 
 def notification_event(stack: Stack, notification_id: object) -> str:
     with stack.client() as http:
-        listed = http.get("/v1/notifications", params={"limit": 1000}).json()
+        params = {"limit": 1000, "order": "desc"}
+        listed = http.get("/v1/notifications", params=params).json()["items"]
     return next(n["event_id"] for n in listed if n["id"] == notification_id)
 
 

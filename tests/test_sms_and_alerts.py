@@ -202,8 +202,9 @@ def test_a_callback_body_that_is_not_utf8_is_refused_not_a_500(peers: Peers) -> 
 
 def _event_of(peers: Peers, notification: dict[str, object]) -> str:
     with peers.stack.client() as http:
-        listed = http.get("/v1/notifications", params={"channel": "sms", "limit": 1000}).json()
-    return next(n["event_id"] for n in listed if n["id"] == notification["id"])
+        params = {"channel": "sms", "limit": 1000, "order": "desc"}
+        listed = http.get("/v1/notifications", params=params).json()
+    return next(n["event_id"] for n in listed["items"] if n["id"] == notification["id"])
 
 
 def test_a_failed_report_marks_the_sms_undelivered_with_the_error(peers: Peers) -> None:

@@ -25,6 +25,7 @@ from hub.api.follow import FollowReloads, started
 from hub.api.limits import RequestLimits
 from hub.api.notification_routes import add_notification_routes
 from hub.api.recipient_routes import add_recipient_routes
+from hub.api.stats_routes import add_stats_routes
 from hub.api.subscription_routes import add_subscription_routes
 from hub.api.template_routes import add_template_routes
 from hub.api.unsubscribe_routes import add_unsubscribe_routes
@@ -82,6 +83,7 @@ def create_app() -> FastAPI:
     add_alert_routes(app, settings, access)
     breakers = circuit_breakers(settings.rate_limit_redis_url)
     add_channel_routes(app, settings, breakers, access)
+    add_stats_routes(app, settings, access)
     add_ui_routes(app, settings, access)
     return app
 

@@ -1,4 +1,4 @@
-"""Publishing events and reading them back: ``/v1/events``."""
+"""Publishing events, listing them under filters and reading one back: ``/v1/events``."""
 
 from __future__ import annotations
 
@@ -6,19 +6,22 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from fastapi import Depends, FastAPI, Header, HTTPException, status
+from fastapi import Depends, FastAPI, Header, HTTPException, Query, status
 from fastapi.responses import JSONResponse
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
 
 from hub import events
 from hub.api.auth import Access, check_publish, publish_refusal
+from hub.api.cursors import decode_cursor, encode_cursor
+from hub.api.time_range import time_range
 from hub.errors import EventError
 from hub.keys import Principal
 from hub.settings import get_settings
+from hub.store import activity
 from hub.store import events as stored_events
 from hub.store import notifications as stored_notifications
 from hub.store.db import session
-from hub.store.models import Attempt, Event, Notification
+from hub.store.models import Attempt, Event, EventStatus, Notification
 
 
 class EventIn(BaseModel):
@@ -86,6 +89,28 @@ class AttemptOut(BaseModel):
     finished_at: datetime | None
     outcome: str
     error: str | None
+    duration_s: float | None = Field(None, description="From start to finish; None while open")
+
+    @classmethod
+    def of(cls, attempt: Attempt) -> AttemptOut:
+        finished = attempt.finished_at
+        took = None if finished is None else (finished - attempt.started_at).total_seconds()
+        return cls(
+            number=attempt.number,
+            started_at=attempt.started_at,
+            finished_at=finished,
+            outcome=attempt.outcome,
+            error=attempt.error,
+            duration_s=took,
+        )
+
+
+def attempt_logs(attempts: Sequence[Attempt]) -> dict[str, list[AttemptOut]]:
+    """``{notification id: its attempts, first first}`` of attempts in that order."""
+    by_notification: dict[str, list[AttemptOut]] = {}
+    for attempt in attempts:
+        by_notification.setdefault(attempt.notification_id, []).append(AttemptOut.of(attempt))
+    return by_notification
 
 
 class NotificationOut(BaseModel):
@@ -137,6 +162,25 @@ class EventOut(BaseModel):
     # Why routing failed, for an event still being retried or quarantined.
     error: str | None
     notifications: list[NotificationOut]
+
+
+class EventSummary(BaseModel):
+    """An event as lists show it: its notifications only counted (``GET /v1/events/{id}``)."""
+
+    id: str
+    type: str
+    idempotency_key: str | None
+    status: str
+    created_at: datetime
+    routed_at: datetime | None
+    completed_at: datetime | None
+    error: str | None
+    counts: CountsOut
+
+
+class EventPage(BaseModel):
+    items: list[EventSummary]
+    next_cursor: str | None
 
 
 def add_event_routes(app: FastAPI, database_url: str, access: Access) -> None:
@@ -210,6 +254,65 @@ def add_event_routes(app: FastAPI, database_url: str, access: Access) -> None:
             counts = event.counts or stored_events.event_counts(db, event_id)
         return _event_out(event, data, counts, notifications, attempts)
 
+    _add_event_list(app, database_url, access)
+
+
+def _add_event_list(app: FastAPI, database_url: str, access: Access) -> None:
+    @app.get("/v1/events", dependencies=[Depends(access.read)])
+    def list_events(
+        type: str | None = None,  # noqa: A002  # the query parameter's name
+        statuses: Annotated[
+            list[EventStatus] | None,
+            Query(alias="status", description="Repeatable: any of them"),
+        ] = None,
+        recipient: Annotated[
+            str | None,
+            Query(description="One of its notifications goes to this address or recipient id"),
+        ] = None,
+        since: Annotated[
+            str | None, Query(description="Created at or after: ISO 8601, or a duration ago (1h)")
+        ] = None,
+        until: Annotated[str | None, Query(description="Created before: ISO 8601")] = None,
+        order: Literal["asc", "desc"] = "asc",
+        limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+        cursor: Annotated[str | None, Query(description="next_cursor of the previous page")] = None,
+    ) -> EventPage:
+        """Events by type, status, recipient and creation time, in ``(created_at, id)`` order."""
+        start, end = time_range(since, until)
+        filters = activity.EventFilter(
+            type=type,
+            statuses=[s.value for s in statuses or []],
+            recipient=recipient,
+            since=start,
+            until=end,
+        )
+        after = decode_cursor(cursor) if cursor is not None else None
+        with session(database_url) as db:
+            rows = activity.event_page(db, filters, after, limit + 1, order == "desc")
+            page, more = rows[:limit], len(rows) > limit
+            open_ids = [e.id for e in page if e.counts is None]
+            live = stored_events.statuses_of(db, open_ids) if open_ids else {}
+        last = page[-1] if page else None
+        return EventPage(
+            items=[_summary(e, live.get(e.id, {})) for e in page],
+            next_cursor=encode_cursor((last.created_at, last.id)) if more and last else None,
+        )
+
+
+def _summary(event: Event, live: dict[str, int]) -> EventSummary:
+    """The event for a list: its kept counts once completed, else ``live`` ones."""
+    return EventSummary(
+        id=event.id,
+        type=event.type,
+        idempotency_key=event.idempotency_key,
+        status=event.status,
+        created_at=event.created_at,
+        routed_at=event.routed_at,
+        completed_at=event.completed_at,
+        error=event.error,
+        counts=CountsOut.model_validate(event.counts or stored_events.counts_of(live)),
+    )
+
 
 def _check_batch_size(items: int) -> None:
     most = get_settings().api.max_batch_items
@@ -264,11 +367,7 @@ def _event_out(
     notifications: Sequence[Notification],
     attempts: Sequence[Attempt],
 ) -> EventOut:
-    by_notification: dict[str, list[AttemptOut]] = {}
-    for attempt in attempts:
-        by_notification.setdefault(attempt.notification_id, []).append(
-            AttemptOut.model_validate(attempt, from_attributes=True)
-        )
+    by_notification = attempt_logs(attempts)
     fields = [name for name in NotificationOut.model_fields if name != "attempt_log"]
     return EventOut(
         id=event.id,

@@ -94,7 +94,11 @@ class Event(Base):
     completed_at: Mapped[datetime | None]
     counts: Mapped[dict[str, Any] | None]
 
-    __table_args__ = (Index("ix_events_status_created", "status", "created_at"),)
+    __table_args__ = (
+        Index("ix_events_status_created", "status", "created_at"),
+        # Lists page in this order (GET /v1/events).
+        Index("ix_events_created", "created_at", "id"),
+    )
 
 
 class Notification(Base):
@@ -138,6 +142,8 @@ class Notification(Base):
 
     __table_args__ = (
         Index("ix_notifications_status_updated", "status", "updated_at"),
+        # Lists page in this order (GET /v1/notifications).
+        Index("ix_notifications_created", "created_at", "id"),
         # One open window per subscription, channel and recipient, whatever races.
         Index(
             "uq_notifications_open_digest",

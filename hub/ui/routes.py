@@ -1,4 +1,5 @@
-"""The web editor's routes: ``/ui/login``, ``/ui/logout``, ``/ui/templates[/{name}]``.
+"""The web UI's routes: ``/ui/login``, ``/ui/logout``, ``/ui/`` (the dashboard) and
+``/ui/templates[/{name}]`` (the template editor).
 
 A page without a valid session redirects (303) to ``/ui/login``. The login
 takes an admin API key from a form and answers with the session cookie
@@ -6,8 +7,10 @@ takes an admin API key from a form and answers with the session cookie
 a key without the admin scope). Logging in and out are ``POST``s only, from
 this site (``Sec-Fetch-Site``; logging out also checks the CSRF token).
 
-The pages hold no data: their script fetches it from ``/v1/templates`` with
-the cookie, sending the CSRF token of ``<meta name="csrf-token">`` on writes.
+The pages hold no data: their script fetches it from the API (``/v1/templates``;
+the dashboard ``/v1/stats``, ``/v1/channels``, ``/v1/notifications`` and
+``/v1/events``) with the cookie, sending the CSRF token of
+``<meta name="csrf-token">`` on writes.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from hub.settings import Settings
 STATIC_DIR = Path(str(files("hub.ui") / "static"))
 LOGIN = "/ui/login"
 HOME = "/ui/templates"
+DASHBOARD = "/ui/"
 # The form is a few hundred bytes; anything longer is not ours.
 MAX_FORM_BYTES = 4096
 # Pages run only our own script and style; the preview's iframe (srcdoc, no
@@ -50,9 +54,9 @@ _PAGE = """<!doctype html>
 <meta name="viewport" content="width=device-width, initial-scale=1">
 {meta}<title>{title} · hub</title>
 <link rel="stylesheet" href="/ui/static/editor.css">
-{script}</head>
+{styles}{script}</head>
 <body{body_attrs}>
-<header class="top"><a class="brand" href="/ui/templates">hub templates</a>{logout}</header>
+<header class="top"><a class="brand" href="/ui/">hub</a>{nav}{logout}</header>
 <main id="main">{body}</main>
 </body></html>
 """
@@ -69,11 +73,15 @@ _LOGIN_FORM = """<section class="login">
  data-testid="login-key" spellcheck="false">
 <button type="submit" data-testid="login-submit">Log in</button>
 </form></section>"""
+_NAV = """<nav class="nav" aria-label="Pages">
+<a href="/ui/" data-testid="nav-dashboard"{dashboard}>Dashboard</a>
+<a href="/ui/templates" data-testid="nav-templates"{templates}>Templates</a></nav>"""
 _LOGIN_ERROR = '<p class="error" role="alert" data-testid="login-error">{message}</p>'
 _LIST = """<h1>Templates</h1>
 <p id="list-status" role="status">Loading…</p>
 <ul class="template-list" data-testid="template-list"></ul>"""
 _EDITOR_FILE = "editor.html"
+_DASHBOARD_FILE = "dashboard.html"
 
 
 def add_ui_routes(app: FastAPI, settings: Settings, access: Access) -> None:
@@ -121,6 +129,7 @@ def _add_login_routes(app: FastAPI, access: Access, sessions: Sessions) -> None:
 
 def _add_pages(app: FastAPI, access: Access, sessions: Sessions) -> None:
     editor_body = (STATIC_DIR / _EDITOR_FILE).read_text(encoding="utf-8")
+    dashboard_body = (STATIC_DIR / _DASHBOARD_FILE).read_text(encoding="utf-8")
 
     async def logged_in(request: Request) -> tuple[Principal, UiSession] | None:
         principal = await access.page_holder(request)
@@ -128,9 +137,19 @@ def _add_pages(app: FastAPI, access: Access, sessions: Sessions) -> None:
         return None if principal is None or session is None else (principal, session)
 
     @app.get("/ui", include_in_schema=False)
-    @app.get("/ui/", include_in_schema=False)
-    def ui_home() -> Response:
-        return RedirectResponse(HOME, status.HTTP_303_SEE_OTHER)
+    @app.get(DASHBOARD, include_in_schema=False)
+    async def dashboard(request: Request) -> Response:
+        found = await logged_in(request)
+        if found is None:
+            return RedirectResponse(LOGIN, status.HTTP_303_SEE_OTHER)
+        principal, session = found
+        return _page(
+            "Dashboard",
+            dashboard_body,
+            csrf=sessions.csrf_token(session),
+            who=principal.name,
+            script="dashboard",
+        )
 
     @app.get(HOME, include_in_schema=False)
     async def template_list(request: Request) -> Response:
@@ -162,21 +181,36 @@ def _page(
     csrf: str | None = None,
     who: str = "",
     template: str | None = None,
+    script: str = "editor",
 ) -> HTMLResponse:
-    """A page of the editor: the login form without a session, else with the script."""
-    meta = script = logout = body_attrs = ""
+    """A page: the login form without a session, else with the page's script and the nav.
+
+    ``script`` names the page's own script, and stylesheet beside the editor's
+    (``dashboard``: ``dashboard.js`` and ``dashboard.css``).
+    """
+    meta = scripts = styles = logout = body_attrs = nav = ""
     if csrf is not None:
         meta = f'<meta name="csrf-token" content="{escape(csrf)}">\n'
-        script = '<script src="/ui/static/editor.js" defer></script>\n'
+        scripts = f'<script src="/ui/static/{script}.js" defer></script>\n'
+        styles = '<link rel="stylesheet" href="/ui/static/nav.css">\n'
+        if script != "editor":
+            styles += f'<link rel="stylesheet" href="/ui/static/{script}.css">\n'
         logout = _LOGOUT.format(csrf=escape(csrf), who=escape(who))
+        current = ' aria-current="page"'
+        on_dashboard = script == "dashboard"
+        nav = _NAV.format(
+            dashboard=current if on_dashboard else "", templates="" if on_dashboard else current
+        )
     if template is not None:
         # The API path of the template, already escaped for a URL (names may hold "/").
         body_attrs = f' data-template="{escape(quote(template, safe=""))}"'
     page = _PAGE.format(
         meta=meta,
         title=escape(title),
-        script=script,
+        styles=styles,
+        script=scripts,
         body_attrs=body_attrs,
+        nav=nav,
         logout=logout,
         body=body,
     )
