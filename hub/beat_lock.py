@@ -85,7 +85,7 @@ class RedisLock(BeatLock):
         return self.renew()
 
     def renew(self) -> bool:
-        return bool(self._client.eval(_RENEW, 1, self._key, self._token, self._ttl_ms))
+        return bool(self._client.eval(_RENEW, 1, self._key, self._token, str(self._ttl_ms)))
 
     def release(self) -> None:
         try:

@@ -488,15 +488,17 @@ class AlertsSettings(_Strict):
 WebhookStatus = Literal["sent", "delivered", "undelivered", "failed", "unknown", "expired"]
 
 
+def _default_statuses() -> list[WebhookStatus]:
+    return ["sent", "delivered", "failed"]
+
+
 class StatusWebhookSettings(_Strict):
     """One receiver of the hub's status changes (hub.status_webhooks)."""
 
     url: str
     # Signs each POST (X-Hub-Signature, as the webhook channel): empty, unsigned.
     secret: SecretStr = SecretStr("")
-    statuses: list[WebhookStatus] = Field(
-        default_factory=lambda: ["sent", "delivered", "failed"], min_length=1
-    )
+    statuses: list[WebhookStatus] = Field(default_factory=_default_statuses, min_length=1)
     timeout_s: float = Field(10.0, gt=0, le=300)
 
     @field_validator("url")
