@@ -5,13 +5,14 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from hub.beat_lock import FileLock, PostgresLock, RedisLock
+from hub.beat_lock import BeatLock, FileLock, PostgresLock, RedisLock, run_locked
 from tests.conftest import hub_env, missing_service, other_redis_db, start_hub_process, wait_until
 
 
@@ -65,6 +66,46 @@ def test_a_postgres_advisory_lock_is_held_by_one_session() -> None:
     finally:
         first.release()
         second.release()
+
+
+class LosingLock(BeatLock):
+    """Free at every try; its first holding is lost at the first renewal."""
+
+    where = "memory"
+
+    def __init__(self) -> None:
+        self.renewals = 0
+
+    def acquire(self) -> bool:
+        return True
+
+    def renew(self) -> bool:
+        self.renewals += 1
+        return self.renewals > 1
+
+    def release(self) -> None:
+        pass
+
+
+def test_a_beat_that_loses_its_lock_stops_and_goes_back_to_standby() -> None:
+    runs: list[str] = []
+    said: list[str] = []
+
+    def start_beat(on_stop: Callable[[Callable[[], None]], None]) -> None:
+        stopped = threading.Event()
+        on_stop(stopped.set)
+        if not runs:
+            runs.append("first")
+            assert stopped.wait(5), "the renewer did not stop beat"
+        else:
+            runs.append("second")  # ends on its own (a signal): run_locked returns
+
+    run_locked(LosingLock(), 0.3, start_beat, said.append)
+
+    assert runs == ["first", "second"]
+    assert said[0].startswith("holding the beat lock")
+    assert said[1].startswith("lost the beat lock")
+    assert said[2].startswith("holding the beat lock")
 
 
 @pytest.fixture

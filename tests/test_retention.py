@@ -244,3 +244,15 @@ def run_purge(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[st
         text=True,
         timeout=60,
     )
+
+
+def test_beat_purges_every_retention_interval(tmp_path: Path) -> None:
+    from hub.settings import load_settings
+    from hub.worker import celery_config
+
+    path = tmp_path / "settings.toml"
+    path.write_text('broker_url = "redis://127.0.0.1:1/0"\n[retention]\ninterval = "10m"\n')
+    config = celery_config(load_settings(path))
+    assert config["beat_schedule"]["purge"]["task"] == "hub.purge"
+    assert config["beat_schedule"]["purge"]["schedule"] == 600
+    assert config["task_routes"]["hub.purge"] == {"queue": "events"}
