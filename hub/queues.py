@@ -24,6 +24,8 @@ if TYPE_CHECKING:
 
 DEFAULT = "celery"
 EVENTS = "events"
+# Status webhooks (hub.status_webhooks): a receiver that is down delays only them.
+STATUS_WEBHOOKS = "status_webhooks"
 
 # Most urgent first: the order a worker's queues are declared in, and the
 # order routing picks the batch it sends itself.
@@ -42,12 +44,13 @@ def queue_name(family: str, priority: str = NORMAL) -> str:
 
 
 def all_queues(channels: Mapping[str, type[Channel[Any]]]) -> tuple[str, ...]:
-    """Every queue the hub uses, the channels' own after the two shared ones."""
+    """Every queue the hub uses, the channels' own after the shared ones."""
     families = dict.fromkeys(channel.queue for channel in channels.values())
     return (
         DEFAULT,
         EVENTS,
         *(queue_name(family, priority) for family in families for priority in PRIORITIES),
+        STATUS_WEBHOOKS,
     )
 
 

@@ -16,14 +16,15 @@ from celery import shared_task
 from celery.signals import worker_process_init, worker_process_shutdown, worker_shutdown
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
-from hub import alerting, completion, events, logs, queues
+from hub import alerting, completion, events, logs, queues, status_webhooks
 from hub.delivery import claim, send
 from hub.delivery import deliver as deliver_notifications
-from hub.errors import EventError
+from hub.errors import ConfigError, EventError, PermanentError, TransientError
 from hub.middleware import Batch, Turn
+from hub.middleware.retries import backoff_s
 from hub.routing import Routed, route_events
 from hub.runtime import Runtime, close_runtime, get_runtime
-from hub.store import backlog, schedule
+from hub.store import backlog, retention, schedule
 from hub.store import events as stored_events
 from hub.store.db import seconds_ago, session
 from hub.store.models import utcnow
@@ -265,6 +266,57 @@ def alerts_tick() -> int:
     enqueue_deliveries(one for one in due if one.not_before is None)
     _count_down(runtime, [one for one in due if one.not_before is not None])
     return len(due)
+
+
+@shared_task(name="hub.status_webhook", bind=True, max_retries=None)
+def status_webhook(self: Any, index: int, url: str, body: dict[str, Any]) -> str:
+    """POST one status report to one receiver (hub.status_webhooks); retried like a delivery.
+
+    A transient failure runs again after the deliveries' backoff, up to
+    ``delivery.max_attempts``; a permanent one, or the last, is logged and
+    dropped. The notification itself never waits for it.
+    """
+    runtime = get_runtime()
+    settings = runtime.settings
+    hook = status_webhooks.receiver(settings, index, url)
+    what = f"{status_webhooks.KEY}[{index}] {body.get('id')}"
+    if hook is None:
+        log.warning("%s dropped: its receiver is no longer in the settings", what)
+        return "dropped"
+    key = f"{status_webhooks.KEY}[{index}].url"
+    allow_private = settings.outbound.allow_private_targets
+    attempt = self.request.retries + 1
+    try:
+        runtime.run(
+            status_webhooks.post(hook, key, body, allow_private), timeout_s=hook.timeout_s + 5
+        )
+    except TransientError as exc:
+        if attempt >= settings.delivery.max_attempts:
+            log.error("%s failed after %d attempts: %s", what, attempt, exc)
+            return "failed"
+        countdown = backoff_s(attempt, settings, exc.retry_after_s)
+        log.warning("%s attempt %d failed (again in %.1fs): %s", what, attempt, countdown, exc)
+        raise self.retry(countdown=countdown) from exc
+    except (PermanentError, ConfigError) as exc:
+        log.error("%s failed for good: %s", what, exc)
+        return "failed"
+    return "sent"
+
+
+@shared_task(name="hub.purge", **STORE_RETRIES)
+def purge() -> dict[str, int]:
+    """Delete finished rows past their retention (beat runs it every retention.interval)."""
+    settings = get_runtime().settings
+    policy = settings.retention
+    purged = retention.purge(
+        settings.resolved_database_url,
+        events_before=seconds_ago(policy.events_s),
+        attempts_before=seconds_ago(policy.attempts_s),
+        batch=policy.batch,
+    )
+    if any(purged.values()):
+        log.info("retention purged %s", ", ".join(f"{n} {what}" for what, n in purged.items()))
+    return purged
 
 
 @worker_process_init.connect

@@ -79,6 +79,8 @@ def celery_config(settings: Settings) -> dict[str, Any]:
             "hub.sweep": {"queue": queues.EVENTS},
             "hub.release": {"queue": queues.EVENTS},
             "hub.alerts_tick": {"queue": queues.EVENTS},
+            "hub.purge": {"queue": queues.EVENTS},
+            "hub.status_webhook": {"queue": queues.STATUS_WEBHOOKS},
         },
         "beat_schedule": {
             "sweep": {"task": "hub.sweep", "schedule": settings.delivery.sweep_interval_s},
@@ -91,6 +93,12 @@ def celery_config(settings: Settings) -> dict[str, Any]:
                 "task": "hub.alerts_tick",
                 "schedule": settings.alerts.tick_s,
                 "options": {"expires": settings.alerts.tick_s * 5},
+            },
+            # Retention (hub.store.retention): one purge at a time is enough.
+            "purge": {
+                "task": "hub.purge",
+                "schedule": settings.retention.interval_s,
+                "options": {"expires": settings.retention.interval_s},
             },
         },
     }

@@ -41,6 +41,7 @@ from hub.middleware import (
     PoisonGuard,
     RateLimit,
     Retries,
+    StatusWebhooks,
     Turn,
     default_middleware,
 )
@@ -930,7 +931,8 @@ def test_default_middleware_runs_in_policy_order(publish: RecordingPublish) -> N
 
     # Then opt-outs, the poison guard and open circuits decide before the rate
     # limit spends tokens, retries settle a failure before the announcer
-    # sees whether it is final, and completion sees every fate settled
+    # sees whether it is final, completion sees every fate settled, and
+    # status webhooks report what was recorded
     assert [type(m) for m in middleware] == [
         Expiry,
         OptOut,
@@ -940,6 +942,7 @@ def test_default_middleware_runs_in_policy_order(publish: RecordingPublish) -> N
         Retries,
         Announcer,
         Completion,
+        StatusWebhooks,
     ]
 
 

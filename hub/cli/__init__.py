@@ -14,7 +14,7 @@ from hub.cli import alerts, manage, reload, run, scaffold
 # must not pay for loading Celery, FastAPI or uvicorn.
 cli = typer.Typer(help="hub: event-driven notifications on Celery and Redis.", no_args_is_help=True)
 commands = (scaffold.init, run.up, run.check, reload.reload, run.api, run.worker, run.beat)
-for command in (*commands, manage.publish, manage.cancel, manage.outbox):
+for command in (*commands, manage.publish, manage.cancel, manage.outbox, manage.purge):
     cli.command()(command)
 cli.add_typer(manage.keys_cli, name="keys")
 cli.add_typer(manage.db_cli, name="db")

@@ -240,6 +240,57 @@ def notifications_retry(
     typer.echo(f"requeued {len(requeued)} notification(s)", err=True)
 
 
+def _before(value: str, option: str) -> datetime:
+    """``"30d"`` ago, or an ISO 8601 time (UTC when it has no offset)."""
+    from hub.store.db import seconds_ago
+
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        try:
+            return seconds_ago(parse_duration(value, option))
+        except ValueError as exc:
+            raise fail(f"{exc} (or an ISO 8601 time)") from None
+    return moment.astimezone(UTC) if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def purge(
+    before: Annotated[
+        str,
+        typer.Option(help="30d, 12h or an ISO 8601 time: finished rows older than this go"),
+    ],
+    attempts_before: Annotated[
+        str | None,
+        typer.Option(help="Attempts of final notifications older than this (default: --before)"),
+    ] = None,
+    batch: Annotated[int, typer.Option(help="Rows per transaction (default: retention.batch)")] = 0,
+) -> None:
+    """Delete finished events, their notifications and attempts, as beat does (retention.*).
+
+    Nothing in flight, nothing an alert group names, and no opt-out,
+    recipient, topic, subscription or template is ever deleted.
+    """
+    from hub.store.retention import purge as purge_rows
+
+    settings = settings_or_fail()
+    if batch < 0:
+        raise fail("--batch: must be at least 1")
+    url = _migrated_store()
+    events_before = _before(before, "--before")
+    counts = purge_rows(
+        url,
+        events_before=events_before,
+        attempts_before=_before(attempts_before, "--attempts-before")
+        if attempts_before
+        else events_before,
+        batch=batch or settings.retention.batch,
+    )
+    typer.echo(
+        f"purged {counts['events']} events, {counts['notifications']} notifications, "
+        f"{counts['attempts']} attempts"
+    )
+
+
 @db_cli.command("upgrade")
 def db_upgrade() -> None:
     """Apply the store's migrations."""

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import signal
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Annotated, Any
@@ -226,13 +228,47 @@ def worker(
 
 
 def beat(log_format: LogFormat = "", quiet: Quiet = False) -> None:
-    """Run Celery beat (the sweeper that re-enqueues work the broker lost)."""
+    """Run Celery beat (sweeper, releases, alerts, retention): one per deployment.
+
+    Beat runs only while it holds the deployment's lock (hub.beat_lock); a
+    second ``hub beat`` says another one holds it and waits as standby, and
+    takes over within beat.lock_ttl of the first one dying.
+    """
+    from hub.beat_lock import beat_lock, run_locked
+
     _log_format(log_format)
     settings = settings_or_fail()
     settings.var_dir.mkdir(parents=True, exist_ok=True)
     schedule = settings.var_dir / "celerybeat-schedule"
-    argv = [*(["--quiet"] if quiet else []), "beat", "--schedule", str(schedule)]
-    _celery().start([*argv, "--loglevel", "INFO"])
+    app = _celery()
+    ttl_s = settings.beat.lock_ttl_s
+
+    def start_beat(on_stop: Callable[[Callable[[], None]], None]) -> None:
+        from celery.beat import Service
+
+        class LockedService(Service):  # type: ignore[misc]  # celery is untyped
+            """Beat's loop, which the lock's renewer can stop from its thread."""
+
+            def start(self, embedded_process: bool = False) -> None:
+                on_stop(self.stop)
+                super().start(embedded_process)
+
+        runner = app.Beat(
+            schedule=str(schedule), loglevel="INFO", max_interval=min(5, ttl_s / 3), quiet=quiet
+        )
+        runner.Service = LockedService
+        try:
+            runner.run()
+        finally:
+            # Beat's handlers save its schedule and exit; as standby, plain ones.
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    def say(message: str) -> None:
+        typer.echo(f"hub beat: {message}", err=True)
+
+    with contextlib.suppress(KeyboardInterrupt):
+        run_locked(beat_lock(settings), ttl_s, start_beat, say)
 
 
 def _celery() -> Celery:

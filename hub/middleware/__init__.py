@@ -4,7 +4,8 @@ Each policy is one class in one module; :func:`default_middleware` is the one
 place that orders them. Order matters: opt-outs, the poison guard and open
 circuits decide before the rate limit spends tokens, and retries settle a
 failure before the announcer sees whether it is final. Completion comes
-last, once every other policy has settled the batch's fates.
+after every other policy has settled the batch's fates; status webhooks
+last, as they only enqueue reports of what was recorded.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from hub.middleware.opt_out import OptOut
 from hub.middleware.poison import PoisonGuard
 from hub.middleware.rate_limit import RateLimit
 from hub.middleware.retries import Retries
+from hub.middleware.status_webhooks import StatusWebhooks
 from hub.ratelimit import RateLimiter
 
 
@@ -35,6 +37,7 @@ def default_middleware(
         Retries(),
         Announcer(publish),
         Completion(publish),
+        StatusWebhooks(),
     ]
 
 
@@ -49,6 +52,7 @@ __all__ = [
     "PoisonGuard",
     "RateLimit",
     "Retries",
+    "StatusWebhooks",
     "Turn",
     "default_middleware",
 ]

@@ -34,6 +34,7 @@ from hub.errors import ConfigError
 from hub.settings.models import (
     AlertsSettings,
     ApiSettings,
+    BeatSettings,
     BundledSettings,
     ChannelSettings,
     ChannelsSettings,
@@ -41,7 +42,9 @@ from hub.settings.models import (
     EventType,
     LoggingSettings,
     OutboundSettings,
+    RetentionSettings,
     SchedulingSettings,
+    StatusWebhookSettings,
     Subscription,
     TemplateSettings,
     section_model,
@@ -62,6 +65,7 @@ __all__ = [
     "MAX_DURATION_S",
     "AlertsSettings",
     "ApiSettings",
+    "BeatSettings",
     "BundledSettings",
     "ChannelSettings",
     "ChannelsSettings",
@@ -69,7 +73,9 @@ __all__ = [
     "LoggingSettings",
     "TemplateSettings",
     "OutboundSettings",
+    "RetentionSettings",
     "SchedulingSettings",
+    "StatusWebhookSettings",
     "EventType",
     "Rate",
     "Settings",
@@ -108,6 +114,10 @@ class Settings(BaseSettings):
     scheduling: SchedulingSettings = SchedulingSettings()
     alerts: AlertsSettings = AlertsSettings()
     outbound: OutboundSettings = OutboundSettings()
+    retention: RetentionSettings = RetentionSettings()
+    beat: BeatSettings = BeatSettings()
+    # Receivers of notification status changes (hub.status_webhooks).
+    status_webhooks: list[StatusWebhookSettings] = Field(default_factory=list)
     logging: LoggingSettings = LoggingSettings()
     templates: TemplateSettings = TemplateSettings()
     channels: ChannelsSettings = ChannelsSettings()

@@ -486,6 +486,82 @@ class AlertsSettings(_Strict):
     tick_s: float = Field(1.0, gt=0, le=60)
 
 
+# The states a status webhook can report: the outcomes delivery records and
+# the ones providers report (sent, then delivered or undelivered).
+WebhookStatus = Literal["sent", "delivered", "undelivered", "failed", "unknown", "expired"]
+
+
+def _default_statuses() -> list[WebhookStatus]:
+    return ["sent", "delivered", "failed"]
+
+
+class StatusWebhookSettings(_Strict):
+    """One receiver of the hub's status changes (hub.status_webhooks)."""
+
+    url: str
+    # Signs each POST (X-Hub-Signature, as the webhook channel): empty, unsigned.
+    secret: SecretStr = SecretStr("")
+    statuses: list[WebhookStatus] = Field(default_factory=_default_statuses, min_length=1)
+    timeout_s: float = Field(10.0, gt=0, le=300)
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, url: str) -> str:
+        scheme, sep, rest = url.partition("://")
+        if not sep or scheme.lower() not in ("http", "https") or not rest.split("/")[0]:
+            raise ValueError("must be an http:// or https:// URL with a host")
+        return url
+
+
+class RetentionSettings(_Strict):
+    """How long finished rows are kept; beat deletes older ones (hub.store.retention)."""
+
+    # Events whose notifications are all final, with those notifications.
+    events: Duration = "30d"
+    # Delivery attempts of final notifications (the attempt log).
+    attempts: Duration = "7d"
+    # How often beat runs the purge, and the rows it deletes per transaction.
+    interval: Duration = "1h"
+    batch: int = Field(1000, ge=1, le=100_000)
+
+    @field_validator("events", "attempts", "interval")
+    @classmethod
+    def _valid_duration(cls, value: Duration, info: ValidationInfo) -> Duration:
+        parse_duration(value, str(info.field_name))
+        return value
+
+    @property
+    def events_s(self) -> float:
+        return parse_duration(self.events, "events")
+
+    @property
+    def attempts_s(self) -> float:
+        return parse_duration(self.attempts, "attempts")
+
+    @property
+    def interval_s(self) -> float:
+        return parse_duration(self.interval, "interval")
+
+
+class BeatSettings(_Strict):
+    """One beat per deployment (hub.beat_lock)."""
+
+    # A standby beat takes over this long after the lock's holder died at the
+    # latest; the holder renews it every third of it.
+    lock_ttl: Duration = "30s"
+
+    @field_validator("lock_ttl")
+    @classmethod
+    def _valid_ttl(cls, value: Duration) -> Duration:
+        if parse_duration(value, "lock_ttl") < 1:
+            raise ValueError("lock_ttl: at least 1s")
+        return value
+
+    @property
+    def lock_ttl_s(self) -> float:
+        return parse_duration(self.lock_ttl, "lock_ttl")
+
+
 class EscalationStep(_Strict):
     """One step of a failure alert's escalation: after how long, on which channel, to whom."""
 
