@@ -24,6 +24,7 @@ from tests.test_publish_to_email import address, user
 from tests.twilio_fake import Reply, TwilioFake, start_fake
 
 WEBHOOK_SECRET = "whsec-test"
+STATUS_SECRET = "status-hook-secret-of-at-least-32b"
 
 
 @dataclass
@@ -61,9 +62,16 @@ def peers(
         "HUB_CHANNELS__APPRISE__URLS": json.dumps([f"json://127.0.0.1:{receiver.port}/apprise"]),
     }
     home = tmp_path_factory.mktemp("alerts")
+    # Provider reports reach status webhooks too (hub.status_webhooks).
+    status_hook = f"""
+[[status_webhooks]]
+url = "{receiver.url("/status")}"
+secret = "{STATUS_SECRET}"
+statuses = ["delivered"]
+"""
     # Its own Redis database: the session's other stack must not take its tasks.
     with running_stack(
-        home, other_redis_db(broker_url), smtp, env, port, extra_settings=EACH_ALERT
+        home, other_redis_db(broker_url), smtp, env, port, extra_settings=EACH_ALERT + status_hook
     ) as stack:
         yield Peers(stack, twilio, receiver)
     receiver.stop()
@@ -161,6 +169,28 @@ def test_a_signed_status_callback_marks_the_sms_delivered(peers: Peers) -> None:
     assert response.status_code == 204
     event_id = peers.stack.event(_event_of(peers, sms))["notifications"]
     assert {n["id"]: n["status"] for n in event_id}[sms["id"]] == "delivered"
+
+
+def test_a_provider_report_of_delivered_reaches_the_status_webhook_signed(
+    peers: Peers,
+) -> None:
+    sms = sent_sms(peers)
+    form = {"MessageSid": str(sms["provider_message_id"]), "MessageStatus": "delivered"}
+
+    assert callback(peers, form).status_code == 204
+
+    def reported() -> list[dict[str, object]]:
+        bodies = [json.loads(r.body) for r in peers.received("/status")]  # type: ignore[attr-defined]
+        return [b for b in bodies if b["notification_id"] == sms["id"]]
+
+    [report] = wait_until(reported, what="the delivered report")
+    assert (report["status"], report["id"], report["channel"]) == (
+        "delivered",
+        f"{sms['id']}.delivered",
+        "sms",
+    )
+    [request] = [r for r in peers.received("/status") if sms["id"] in r.body.decode()]  # type: ignore[attr-defined]
+    webhooks.verify(STATUS_SECRET, request.body, request.headers["X-Hub-Signature"])
 
 
 def test_the_channel_and_provider_path_takes_the_same_reports(peers: Peers) -> None:

@@ -11,9 +11,11 @@ from __future__ import annotations
 from fastapi import FastAPI, HTTPException, Request, status
 from fastapi.concurrency import run_in_threadpool
 
+from hub import status_webhooks
 from hub.channels.base import Callback, StatusReport
 from hub.errors import InvalidSignature
 from hub.settings import Settings
+from hub.status_webhooks import StatusChange
 from hub.store import notifications as stored_notifications
 from hub.store import opt_outs
 from hub.store.db import session
@@ -47,7 +49,9 @@ def add_callback_routes(app: FastAPI, settings: Settings) -> None:
         except InvalidSignature as exc:
             raise HTTPException(status.HTTP_403_FORBIDDEN, str(exc)) from None
         if report is not None:
-            await run_in_threadpool(_record, database_url, channel, report)
+            change = await run_in_threadpool(_record, database_url, channel, report)
+            # After the commit; enqueueing never raises (hub.status_webhooks).
+            await run_in_threadpool(status_webhooks.announce, settings, [change])
 
     @app.post("/v1/callbacks/twilio", status_code=status.HTTP_204_NO_CONTENT)
     async def twilio_status(request: Request) -> None:
@@ -56,7 +60,8 @@ def add_callback_routes(app: FastAPI, settings: Settings) -> None:
         await provider_callback("sms", default, request)
 
 
-def _record(database_url: str, channel: str, report: StatusReport) -> None:
+def _record(database_url: str, channel: str, report: StatusReport) -> StatusChange:
+    """Store the report; the change it made, for the status webhooks."""
     with session(database_url) as db:
         sent = stored_notifications.record_provider_status(
             db, channel, report.provider_message_id, _STATUSES[report.status], report.error
@@ -69,3 +74,4 @@ def _record(database_url: str, channel: str, report: StatusReport) -> None:
         if report.opt_out:
             # The recipient as routed, which is what later sends are checked against.
             opt_outs.add_opt_out(db, channel, sent.recipient, report.error or "opted out")
+        return StatusChange.of(sent)
