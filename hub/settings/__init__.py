@@ -44,6 +44,7 @@ from hub.settings.models import (
     SchedulingSettings,
     Subscription,
     TemplateSettings,
+    WorkerSettings,
     section_model,
 )
 from hub.settings.report import ENV_PREFIX, describe, describe_env_error
@@ -68,6 +69,7 @@ __all__ = [
     "DeliverySettings",
     "LoggingSettings",
     "TemplateSettings",
+    "WorkerSettings",
     "OutboundSettings",
     "SchedulingSettings",
     "EventType",
@@ -107,6 +109,7 @@ class Settings(BaseSettings):
     delivery: DeliverySettings = DeliverySettings()
     scheduling: SchedulingSettings = SchedulingSettings()
     alerts: AlertsSettings = AlertsSettings()
+    worker: WorkerSettings = WorkerSettings()
     outbound: OutboundSettings = OutboundSettings()
     logging: LoggingSettings = LoggingSettings()
     templates: TemplateSettings = TemplateSettings()
