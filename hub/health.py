@@ -243,9 +243,9 @@ def check_broker(settings: Settings) -> Check:
         with _redis(url) as client:
             client.ping()
         return Check("ok", "answers PING")
-    from kombu import Connection
+    from kombu.connection import Connection
 
-    with Connection(url, connect_timeout=CHECK_TIMEOUT_S) as connection:
+    with Connection(url, connect_timeout=CHECK_TIMEOUT_S) as connection:  # type: ignore[no-untyped-call]
         connection.ensure_connection(max_retries=1)
     return Check("ok", "accepts a connection")
 
@@ -345,10 +345,10 @@ def _redis_depths(url: str, names: Iterable[str]) -> dict[str, int]:
 
 
 def _amqp_depths(url: str, names: Iterable[str]) -> dict[str, int]:
-    from kombu import Connection
+    from kombu.connection import Connection
 
     depths: dict[str, int] = {}
-    with Connection(url, connect_timeout=CHECK_TIMEOUT_S) as connection:
+    with Connection(url, connect_timeout=CHECK_TIMEOUT_S) as connection:  # type: ignore[no-untyped-call]
         for name in names:
             channel = connection.channel()
             try:

@@ -86,7 +86,7 @@ def enable(settings: Settings, role: str) -> Path | None:
 
     # A fresh file table: a process enabled twice (tests) must not write on
     # into the files of its first folder.
-    values.ValueClass = values.MultiProcessValue()
+    values.ValueClass = values.MultiProcessValue()  # type: ignore[no-untyped-call]
     _metrics = _Metrics(
         events=Counter(
             "hub_events", "Events published, by outcome", ["type", "outcome"], registry=None
@@ -161,7 +161,7 @@ def process_exited(pid: int) -> None:
     if _metrics is not None:
         from prometheus_client import multiprocess
 
-        multiprocess.mark_process_dead(pid, str(_metrics.folder))
+        multiprocess.mark_process_dead(pid, str(_metrics.folder))  # type: ignore[no-untyped-call]
 
 
 # ---------------------------------------------------------------- recording
@@ -237,7 +237,8 @@ class _Files:
         from prometheus_client.multiprocess import MultiProcessCollector
 
         files = [str(path) for folder in self._folders for path in folder.glob("*.db")]
-        return iter(MultiProcessCollector.merge(files, accumulate=True))
+        merged = MultiProcessCollector.merge(files, accumulate=True)  # type: ignore[no-untyped-call]
+        return iter(merged)
 
 
 class QueueDepths:
