@@ -361,3 +361,19 @@ def _amqp_depths(url: str, names: Iterable[str]) -> dict[str, int]:
                 with contextlib.suppress(Exception):
                     channel.close()
     return depths
+
+
+def oldest_queued_s(settings: Settings) -> float:
+    """Age in seconds of the oldest notification still ``queued`` (0 with none)."""
+    from sqlalchemy import func
+
+    from hub.store.models import Notification, NotificationStatus, utcnow
+
+    with session(settings.resolved_database_url) as db:
+        query = select(func.min(Notification.created_at))
+        oldest = db.scalar(query.where(Notification.status == NotificationStatus.QUEUED))
+    if oldest is None:
+        return 0.0
+    if oldest.tzinfo is None:
+        oldest = oldest.replace(tzinfo=UTC)
+    return max((utcnow() - oldest).total_seconds(), 0.0)

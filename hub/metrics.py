@@ -242,7 +242,8 @@ class _Files:
 
 
 class QueueDepths:
-    """``hub_queue_depth{queue}``, read from the broker at each scrape."""
+    """``hub_queue_depth{queue}`` from the broker and ``hub_oldest_queued_seconds`` from the
+    store, read at each scrape."""
 
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
@@ -250,7 +251,7 @@ class QueueDepths:
     def collect(self) -> Iterator[Metric]:
         from prometheus_client.core import GaugeMetricFamily
 
-        from hub.health import queue_depths
+        from hub.health import oldest_queued_s, queue_depths
 
         family = GaugeMetricFamily(
             "hub_queue_depth",
@@ -265,6 +266,16 @@ class QueueDepths:
         for queue, depth in depths.items():
             family.add_metric([queue], depth)
         yield family
+        try:
+            oldest_s = oldest_queued_s(self._settings)
+        except Exception as exc:
+            log.warning("hub_oldest_queued_seconds left out: %s", exc)
+            return
+        yield GaugeMetricFamily(
+            "hub_oldest_queued_seconds",
+            "Age of the oldest notification still queued (read when scraped)",
+            value=oldest_s,
+        )
 
 
 def serve(port: int, settings: Settings, host: str = "0.0.0.0") -> Any:  # noqa: S104

@@ -82,6 +82,7 @@ def test_the_api_metrics_count_events_and_the_workers_sends(after_a_run: tuple[S
     assert value(text, "hub_send_seconds_sum", channel="email") > 0
     assert 'hub_queue_depth{queue="email.critical"}' in text
     assert "hub_circuit_open{" in text
+    assert value(text, "hub_oldest_queued_seconds") == 0  # everything was sent
 
 
 def test_metrics_take_no_api_key(after_a_run: tuple[Stack, int]) -> None:
