@@ -67,6 +67,8 @@ class Config:
     database_server: str = ""
     # H with completion on for user.registered (its cost: check, event.completed, its routing).
     completion: bool = False
+    # H with Prometheus metrics off (worker.metrics = false): their cost per email.
+    no_metrics: bool = False
 
     @property
     def processes(self) -> int:

@@ -378,6 +378,8 @@ def hub_env(
     cfg: Config, home: Path, broker_url: str, database_url: str, smtp_port: int
 ) -> dict[str, str]:
     pool = {"HUB_CHANNELS__EMAIL__POOL_SIZE": str(cfg.pool_size)}
+    if cfg.no_metrics:
+        pool["HUB_WORKER__METRICS"] = "false"
     return {**shipped_env(home, broker_url, database_url, smtp_port), **pool}
 
 
@@ -661,6 +663,9 @@ def parse_args(argv: list[str] | None = None) -> Config:
         help="PostgreSQL URL (e.g. postgresql+psycopg://postgres@127.0.0.1/postgres): "
         "run H on a fresh database there instead of the embedded SQLite",
     )
+    parser.add_argument(
+        "--no-metrics", action="store_true", help="H with Prometheus metrics off (their cost)"
+    )
     args = parser.parse_args(argv)
     n = args.n or (200 if args.quick else 2000)
     return Config(
@@ -677,6 +682,7 @@ def parse_args(argv: list[str] | None = None) -> Config:
         keep=args.keep,
         database_server=args.database_server,
         completion=args.completion,
+        no_metrics=args.no_metrics,
     )
 
 

@@ -13,12 +13,13 @@ more (:mod:`hub.recording`).
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.orm import Session
 
-from hub import links
+from hub import links, metrics
 from hub.addressing import profile
 from hub.alerts import context as alert_context
 from hub.channels.base import Message, Receipt
@@ -246,8 +247,18 @@ def _send_through(runtime: Runtime, batch: Batch, provider: str, turns: list[Tur
     policy = runtime.settings.delivery
     channel = runtime.providers[batch.channel][provider]
     recorder = SendRecorder(runtime.settings.resolved_database_url, batch, policy.lease_s)
+    # A send's time, for hub_send_seconds: sends start in order, ``concurrency``
+    # at a time, so the k-th one (past the first wave) started when the
+    # (k - concurrency)-th answer freed its slot.
+    began = time.monotonic()
+    answered: list[float] = []
+    took: list[float] = []
 
     def arrived(index: int, result: Receipt | ChannelError) -> None:
+        now = time.monotonic()
+        wave = index - channel.concurrency
+        took.append(now - (answered[wave] if 0 <= wave < len(answered) else began))
+        answered.append(now)
         turn = turns[index]
         turn.result, turn.provider = result, provider
         turn.tried.append((provider, result))
@@ -257,4 +268,7 @@ def _send_through(runtime: Runtime, batch: Batch, provider: str, turns: list[Tur
     messages = [turn.message for turn in turns if turn.message]
     waves = -(-len(messages) // channel.concurrency)
     sending = recorder.run(channel.send_many(messages, policy.attempt_timeout_s, arrived))
-    runtime.run(sending, timeout_s=policy.attempt_timeout_s * waves + 10)
+    try:
+        runtime.run(sending, timeout_s=policy.attempt_timeout_s * waves + 10)
+    finally:
+        metrics.send_seconds(batch.channel, took)

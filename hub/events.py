@@ -24,7 +24,7 @@ from jsonschema import Draft202012Validator, FormatChecker
 from jsonschema.exceptions import SchemaError
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
-from hub import recipients
+from hub import metrics, recipients
 from hub.addresses import email_address
 from hub.errors import BrokerUnavailable, ConfigError, EventError
 from hub.recipients import RecipientError
@@ -203,7 +203,20 @@ def _upsert(inline: Sequence[RecipientChange]) -> None:
 def _validated(
     event_type: str, data: Any, idempotency_key: str | None, to: Envelope = PLAIN
 ) -> tuple[Event, list[RecipientChange]]:
-    """The event to store, or :class:`EventError` naming each field that is wrong.
+    """The event to store, or :class:`EventError` naming each field that is wrong."""
+    try:
+        return _checked(event_type, data, idempotency_key, to)
+    except EventError:
+        # An unknown type is counted as one label: a caller must not grow the series.
+        known = event_type if event_type in get_settings().events else "unknown"
+        metrics.event(known, "rejected")
+        raise
+
+
+def _checked(
+    event_type: str, data: Any, idempotency_key: str | None, to: Envelope = PLAIN
+) -> tuple[Event, list[RecipientChange]]:
+    """:func:`_validated`'s checks.
 
     What no store or worker can take is refused before the schema is checked
     (the schema's messages quote values): NUL, lone surrogates, data nested
@@ -336,8 +349,30 @@ def _store_and_enqueue(
         # the events stay (the sweeper routes them; routing is idempotent) and
         # the caller is told they were accepted, which is true either way.
         if not (keep_if_broker_down or exc.maybe_taken) and _forget(url, created):
+            _count(events, ["refused"] * len(events))
             raise
-    return [_answer(event, first, new) for event, (first, new) in zip(events, stored, strict=True)]
+    answers = [
+        _answer(event, first, new) for event, (first, new) in zip(events, stored, strict=True)
+    ]
+    _count(events, [_outcome(answer) for answer in answers])
+    return answers
+
+
+def _outcome(answer: Accepted | EventError) -> str:
+    if isinstance(answer, EventError):
+        return "conflict"
+    return "duplicate" if answer.duplicate else "accepted"
+
+
+def _count(events: Sequence[Event], outcomes: Sequence[str]) -> None:
+    """hub_events_total for a group of events, one increment per type and outcome."""
+    if not metrics.enabled():
+        return
+    counts: dict[tuple[str, str], int] = {}
+    for event, outcome in zip(events, outcomes, strict=True):
+        counts[event.type, outcome] = counts.get((event.type, outcome), 0) + 1
+    for (event_type, outcome), count in counts.items():
+        metrics.event(event_type, outcome, count)
 
 
 def _answer(event: Event, first: Event, new: bool) -> Accepted | EventError:

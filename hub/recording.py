@@ -17,7 +17,7 @@ import logging
 from collections.abc import Awaitable
 from typing import TYPE_CHECKING, TypeVar
 
-from hub import logs
+from hub import logs, metrics
 from hub.channels.base import Receipt
 from hub.middleware import Batch, Turn
 from hub.store import backlog
@@ -104,6 +104,7 @@ class SendRecorder:
 
 def record(database_url: str, batch: Batch, middleware: list[Middleware]) -> None:
     """Store every outcome not stored yet in one transaction; a wait undoes its claim."""
+    _count(batch)
     if all(turn.recorded for turn in batch.turns):
         return  # every turn was sent and stored as it completed: nothing left to write
     receipts: list[stored_notifications.SentReceipt] = []
@@ -132,3 +133,12 @@ def record(database_url: str, batch: Batch, middleware: list[Middleware]) -> Non
             stored_notifications.release(db, waiting)
         for hook in middleware:
             hook.on_record(db, batch)
+
+
+def _count(batch: Batch) -> None:
+    """hub_notifications_total: each turn by the state this attempt left it in."""
+    counts: dict[str, int] = {}
+    for turn in batch.turns:
+        if turn.status is not None:
+            counts[turn.status.value] = counts.get(turn.status.value, 0) + 1
+    metrics.notifications(batch.channel, counts)

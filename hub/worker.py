@@ -113,7 +113,64 @@ def get_app() -> Celery:
     app = Celery("hub", include=["hub.tasks"], set_as_current=True)
     app.config_from_object(celery_config(get_settings()))
     app.steps["consumer"].add(ResumeAfterReconnect)
+    app.steps["worker"].add(WorkerReports)
     return app
+
+
+class WorkerReports(bootsteps.StartStopStep):  # type: ignore[misc]  # celery is untyped
+    """What a worker tells about itself: its heartbeat and, on ``worker.metrics_port``, /metrics.
+
+    Both live in the main process, not per task: a thread writes the heartbeat
+    every ``worker.heartbeat`` (:mod:`hub.health`), and the metrics server
+    reads the files its pool processes count into (:mod:`hub.metrics`).
+    Counting is switched on in ``__init__``, which runs before the pool forks,
+    so every pool process inherits it.
+    """
+
+    requires = ("celery.worker.components:Pool",)
+
+    def __init__(self, worker: Any, **kwargs: Any) -> None:
+        super().__init__(worker, **kwargs)
+        from celery import signals
+
+        from hub import metrics
+
+        self._settings = get_settings()
+        metrics.enable(self._settings, "worker")
+        signals.worker_process_shutdown.connect(_pool_process_exited, weak=False)
+        self._heartbeat: Any = None
+        self._server: Any = None
+
+    def start(self, worker: Any) -> None:
+        from hub import metrics
+        from hub.health import Heartbeat
+
+        consumes = sorted(worker.app.amqp.queues.consume_from)
+        self._heartbeat = Heartbeat(self._settings, worker.hostname, consumes)
+        self._heartbeat.start()
+        if port := self._settings.worker.metrics_port:
+            try:
+                self._server = metrics.serve(port, self._settings)
+            except OSError as exc:
+                # Metrics are worth no failed worker: the API's /metrics still covers it.
+                _log.warning("worker /metrics not served on port %d: %s", port, exc)
+            else:
+                _log.info("worker /metrics on port %d", port)
+
+    def stop(self, worker: Any) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server = None
+        if self._heartbeat is not None:
+            self._heartbeat.stop()
+            self._heartbeat = None
+
+
+def _pool_process_exited(pid: int | None = None, **_: Any) -> None:
+    from hub import metrics
+
+    if pid is not None:
+        metrics.process_exited(pid)
 
 
 class ResumeAfterReconnect(bootsteps.StartStopStep):  # type: ignore[misc]  # celery is untyped

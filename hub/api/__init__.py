@@ -14,7 +14,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import OperationalError
 
-from hub import __version__, events, logs
+from hub import __version__, events, logs, metrics
 from hub.api.alert_routes import add_alert_routes
 from hub.api.auth import Access
 from hub.api.callback_routes import add_callback_routes
@@ -22,6 +22,7 @@ from hub.api.cancel_routes import add_cancel_routes
 from hub.api.channel_routes import add_channel_routes
 from hub.api.event_routes import add_event_routes
 from hub.api.follow import FollowReloads, started
+from hub.api.health_routes import add_health_routes
 from hub.api.limits import RequestLimits
 from hub.api.notification_routes import add_notification_routes
 from hub.api.recipient_routes import add_recipient_routes
@@ -66,10 +67,9 @@ def create_app() -> FastAPI:
     app.exception_handler(OperationalError)(_database_down)
     app.exception_handler(InvalidFilter)(_invalid_filter)
 
-    @app.get("/healthz")
-    def healthz() -> dict[str, str]:
-        return {"status": "ok", "version": __version__}
-
+    # Before the other routes' set-up: probes answer whatever a later route needs.
+    metrics.enable(settings, "api")
+    add_health_routes(app, settings)
     # Callbacks, unsubscribe and ack links take no key: they are signed instead.
     access = Access.from_settings(settings)
     add_event_routes(app, settings.resolved_database_url, access)

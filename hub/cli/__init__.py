@@ -8,7 +8,7 @@ import sys
 import typer
 
 from hub import logs
-from hub.cli import alerts, manage, reload, run, scaffold
+from hub.cli import alerts, manage, reload, run, scaffold, status
 
 # Commands import what they run when they run: `hub --help` and `hub publish`
 # must not pay for loading Celery, FastAPI or uvicorn.
@@ -16,6 +16,7 @@ cli = typer.Typer(help="hub: event-driven notifications on Celery and Redis.", n
 commands = (scaffold.init, run.up, run.check, reload.reload, run.api, run.worker, run.beat)
 for command in (*commands, manage.publish, manage.cancel, manage.outbox, manage.purge):
     cli.command()(command)
+cli.command()(status.status)
 cli.add_typer(manage.keys_cli, name="keys")
 cli.add_typer(manage.db_cli, name="db")
 cli.add_typer(manage.notifications_cli, name="notifications")

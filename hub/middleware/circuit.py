@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import random
 
+from hub import metrics
 from hub.channels.base import Receipt
 from hub.circuit import CircuitBreakers
 from hub.errors import OutcomeUnknown, PermanentError, TransientError
@@ -46,6 +47,7 @@ class CircuitBreaker(Middleware):
         for provider in ready[0].providers:
             open_for_s = _circuit_of(section, provider).open_for_s
             verdict = self._breakers.allow(circuit_name(batch.channel, provider), open_for_s)
+            metrics.circuit(batch.channel, provider, verdict.decision == "open")
             if verdict.decision == "open":
                 waits.append(verdict.wait_s)
                 continue

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import random
 
+from hub import metrics
 from hub.errors import ChannelError
 from hub.middleware.base import Batch, Middleware
 from hub.ratelimit import RateLimiter
@@ -35,6 +36,7 @@ class RateLimit(Middleware):
             for turn in ready:
                 delay = paused_s + random.uniform(0, 0.02)
                 turn.decide(NotificationStatus.WAITING, reason, retry_in_s=delay)
+            metrics.rate_limit_waits(batch.channel, [paused_s] * len(ready))
             return
         limits = batch.settings.channels.of(batch.channel)
         if not limits.rate_limit or batch.reserved:
@@ -42,6 +44,7 @@ class RateLimit(Middleware):
         rate = Rate.parse(limits.rate_limit)
         # Every turn reserves its slot now, so a wait comes back once, when due.
         waits = self._limiter.reserve(batch.channel, rate, limits.burst, len(ready))
+        metrics.rate_limit_waits(batch.channel, [wait_s for wait_s in waits if wait_s > 0])
         for turn, wait_s in zip(ready, waits, strict=True):
             if wait_s > 0:
                 # Never early: a small lateness only, so workers do not wake together.

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import random
 
+from hub import metrics
 from hub.errors import OutcomeUnknown, TransientError
 from hub.middleware.base import Batch, Middleware, Turn
 from hub.settings import Settings
@@ -59,6 +60,7 @@ class Retries(Middleware):
         settings = batch.settings
         retry_unknown = settings.channels.of(batch.channel).on_unknown == "retry"
         limit = max_attempts(settings, batch.channel)
+        retried = 0
         for turn in batch.turns:
             error = turn.result
             retryable = isinstance(error, TransientError) or (
@@ -79,3 +81,5 @@ class Retries(Middleware):
                 delay = backoff_s(attempts, settings, error.retry_after_s)
                 # The last try falls at the end of the window, not beyond it.
                 turn.decide(NotificationStatus.RETRYING, str(error), retry_in_s=min(delay, left_s))
+                retried += 1
+        metrics.retries(batch.channel, retried)

@@ -47,6 +47,7 @@ from hub.settings.models import (
     StatusWebhookSettings,
     Subscription,
     TemplateSettings,
+    WorkerSettings,
     section_model,
 )
 from hub.settings.report import ENV_PREFIX, describe, describe_env_error
@@ -72,6 +73,7 @@ __all__ = [
     "DeliverySettings",
     "LoggingSettings",
     "TemplateSettings",
+    "WorkerSettings",
     "OutboundSettings",
     "RetentionSettings",
     "SchedulingSettings",
@@ -113,6 +115,7 @@ class Settings(BaseSettings):
     delivery: DeliverySettings = DeliverySettings()
     scheduling: SchedulingSettings = SchedulingSettings()
     alerts: AlertsSettings = AlertsSettings()
+    worker: WorkerSettings = WorkerSettings()
     outbound: OutboundSettings = OutboundSettings()
     retention: RetentionSettings = RetentionSettings()
     beat: BeatSettings = BeatSettings()

@@ -479,6 +479,31 @@ class SchedulingSettings(_Strict):
         return parse_duration(self.countdown_max, "countdown_max", positive=False)
 
 
+class WorkerSettings(_Strict):
+    """What each worker reports about itself: its heartbeat and its own ``/metrics``."""
+
+    # Port of the worker's own Prometheus endpoint (its main process serves the
+    # metrics of all its pool processes); 0: none, as on one machine the API's
+    # /metrics covers its workers. Workers sharing a host need a port each.
+    metrics_port: int = Field(0, ge=0, le=65535)
+    # How often the worker writes its heartbeat (/readyz and `hub status`
+    # count a worker alive for 30 s after its last one).
+    heartbeat: Duration = "5s"
+    # Prometheus metrics in the API and the workers; off saves their small cost.
+    metrics: bool = True
+
+    @field_validator("heartbeat")
+    @classmethod
+    def _valid_heartbeat(cls, value: Duration) -> Duration:
+        if parse_duration(value, "heartbeat") > 10:
+            raise ValueError("heartbeat: at most 10s, so a live worker is never seen as stale")
+        return value
+
+    @property
+    def heartbeat_s(self) -> float:
+        return parse_duration(self.heartbeat, "heartbeat")
+
+
 class AlertsSettings(_Strict):
     """How often alert groups are checked for notifications, escalations and resolves."""
 

@@ -390,3 +390,15 @@ class Silence(Base):
     comment: Mapped[str] = mapped_column(Text, default="", server_default="")
     created_by: Mapped[str | None] = mapped_column(String(200))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class WorkerHeartbeat(Base):
+    """A worker's last sign of life, where there is no Redis to keep it (hub.health)."""
+
+    __tablename__ = "worker_heartbeats"
+
+    node: Mapped[str] = mapped_column(String(200), primary_key=True)
+    host: Mapped[str] = mapped_column(String(200))
+    pid: Mapped[int] = mapped_column(Integer)
+    queues: Mapped[str] = mapped_column(Text, default="")
+    at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
