@@ -286,7 +286,8 @@ def _celery() -> Celery:
 
 # Celery's line per task (received, succeeded) and beat's per tick: a line
 # per message at INFO buries what matters; they show with --loglevel DEBUG.
-PER_TASK_LOGGERS = ("celery.app.trace", "celery.worker.strategy", "celery.beat")
+PER_TASK_LOGGERS = ("celery.app.trace", "celery.worker.strategy")
+BEAT_TICK = "Scheduler: Sending due task"
 
 
 def _log_setup(kind: str) -> Callable[..., None]:
@@ -297,8 +298,13 @@ def _log_setup(kind: str) -> Callable[..., None]:
         if loglevel > logging.DEBUG:
             for name in PER_TASK_LOGGERS:
                 logging.getLogger(name).setLevel(max(loglevel, logging.WARNING))
+            logging.getLogger("celery.beat").addFilter(_not_a_tick)
 
     return setup
+
+
+def _not_a_tick(record: logging.LogRecord) -> bool:
+    return not str(record.msg).startswith(BEAT_TICK)
 
 
 def _log_format(kind: str) -> None:
