@@ -101,6 +101,9 @@ REQUIRED_PARTS: dict[str, tuple[str, ...]] = {
     "alert": ("body",),
 }
 SHARED = "files"  # the variant of layout and partial folders (names starting with "_")
+# A variant a template lacks, rendered from another: an SMS (an escalation
+# step, say) of a template without one sends its alert body.
+FALLBACKS = {"sms": "alert"}
 DEFAULT_LOCALE = "-"
 
 
@@ -276,14 +279,14 @@ class TemplateSet:
         return self._content(resolved, self._keys[resolved]) if resolved else None
 
     def variants(self, name: str) -> set[str] | None:
-        """The variants ``name`` has in some locale; None if there is no such template."""
+        """The variants ``name`` renders, in some locale (fallbacks included); None if no such."""
         content = self.content(name)
         if content is None:
             return None
         found = {v for v, parts in (content.get("variants") or {}).items() if parts}
         for variants in (content.get("locales") or {}).values():
             found.update(v for v, parts in variants.items() if parts)
-        return found
+        return found | {v for v, fallback in FALLBACKS.items() if fallback in found}
 
     def render(
         self, name: str, variant: str, context: dict[str, Any], locale: str | None = None
@@ -300,17 +303,19 @@ class TemplateSet:
         content = self.content(name)
         if resolved is None or content is None:
             raise TemplateError(name, "no such template")
+        source = variant
         chosen = variant_parts(content, variant, locale)
+        if chosen is None and (fallback := FALLBACKS.get(variant)):
+            source, chosen = fallback, variant_parts(content, fallback, locale)
         if chosen is None:
             raise TemplateError(name, f"no {variant} variant")
         where, parts = chosen
         for part in REQUIRED_PARTS.get(variant, ()):
             if not parts.get(part):
-                raise TemplateError(name, f"the {variant} variant has no {part}")
+                raise TemplateError(name, f"the {source} variant has no {part}")
+        key = self._keys[resolved]
         out = {
-            part: self._render(
-                name, _loader_name(resolved, self._keys[resolved], where, variant, part), context
-            )
+            part: self._render(name, _loader_name(resolved, key, where, source, part), context)
             for part in VARIANT_PARTS.get(variant, tuple(parts))
             if part in parts
         }

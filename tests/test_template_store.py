@@ -23,7 +23,7 @@ from hub.store.db import migrate, session
 from hub.store.models import Notification
 from hub.store.templates import add_version, template
 from hub.templates import Library, sync_files
-from tests.conftest import Stack, running_stack
+from tests.conftest import Stack, other_redis_db, running_stack
 from tests.smtp_sink import SmtpSink
 from tests.test_publish_to_email import address, user
 from tests.test_subscriptions import subscribed
@@ -45,7 +45,9 @@ def editor(
 ) -> Iterator[Stack]:
     """A hub with four worker processes: every one must switch versions at once."""
     home = tmp_path_factory.mktemp("template-store")
-    with running_stack(home, broker_url, smtp, worker_args=("--concurrency", "4")) as stack:
+    # A broker database of its own: the session stack's workers must not take its tasks.
+    broker = other_redis_db(broker_url)
+    with running_stack(home, broker, smtp, worker_args=("--concurrency", "4")) as stack:
         yield stack
 
 

@@ -161,3 +161,27 @@ def test_a_folder_the_user_does_not_override_still_comes_from_the_bundle(tmp_pat
     )
 
     assert rendered.html is not None
+
+
+def test_an_sms_of_a_template_without_an_sms_variant_sends_its_alert_body(
+    templates: TemplateSet,
+) -> None:
+    # An escalation step pages by SMS with the failure alert's own template.
+    context = context_for(
+        "evt_1",
+        "task.failed",
+        {
+            "service": "billing",
+            "task_name": "charge",
+            "task_id": "t1",
+            "exception": "E",
+            "message": "m",
+        },
+    )
+
+    sms = templates.render("task.failed", "sms", context)
+    alert = templates.render("task.failed", "alert", context)
+
+    assert sms.text == alert.text and "charge failed in billing" in sms.text
+    assert sms.subject is None
+    assert "sms" in (templates.variants("task.failed") or set())
