@@ -110,22 +110,32 @@ def database_url(
         migrate(url)
         yield url
         return
+    with postgres_database() as url:
+        yield url
+
+
+@contextmanager
+def postgres_database() -> Iterator[str]:
+    """A fresh, migrated PostgreSQL database on HUB_TEST_DATABASE_URL's server, dropped after."""
     admin_url = os.environ.get("HUB_TEST_DATABASE_URL")
     if not admin_url:
         missing_service(
             "PostgreSQL variant needs HUB_TEST_DATABASE_URL (e.g. postgresql+psycopg://postgres@127.0.0.1/test)"
         )
+    assert admin_url is not None
     name = f"hub_test_{uuid.uuid4().hex[:12]}"
     admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
     with admin.connect() as connection:
         connection.execute(text(f'CREATE DATABASE "{name}"'))
     url = make_url(admin_url).set(database=name).render_as_string(hide_password=False)
-    migrate(url)
-    yield url
-    engine(url).dispose()
-    with admin.connect() as connection:
-        connection.execute(text(f'DROP DATABASE "{name}" WITH (FORCE)'))
-    admin.dispose()
+    try:
+        migrate(url)
+        yield url
+    finally:
+        engine(url).dispose()
+        with admin.connect() as connection:
+            connection.execute(text(f'DROP DATABASE "{name}" WITH (FORCE)'))
+        admin.dispose()
 
 
 @pytest.fixture(scope="session")
@@ -257,11 +267,15 @@ def running_stack(
     port: int | None = None,
     worker_args: Sequence[str] = ("--concurrency", "2"),
     extra_settings: str = "",
+    database_url: str = "",
 ) -> Iterator[Stack]:
-    """API and worker subprocesses on ``broker_url``, delivering to the SMTP sink."""
+    """API and worker subprocesses on ``broker_url``, delivering to the SMTP sink.
+
+    The store is a SQLite file in ``home`` unless ``database_url`` names one.
+    """
     from hub import keys
 
-    database_url = f"sqlite:///{home / 'hub.db'}"
+    database_url = database_url or f"sqlite:///{home / 'hub.db'}"
     env = hub_env(home, broker_url, smtp.port, database_url, extra_settings)  # type: ignore[attr-defined]
     env.update(extra_env or {})
     migrate(database_url)
