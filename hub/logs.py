@@ -47,7 +47,12 @@ def redact(text: str) -> str:
 
 
 def install() -> None:
-    """Redact every log record this process creates from now on (idempotent)."""
+    """Redact every log record this process creates from now on (idempotent).
+
+    Also quiets Alembic, which announces each plugin and step at INFO
+    whenever a process checks or applies migrations.
+    """
+    logging.getLogger("alembic").setLevel(logging.WARNING)
     previous = logging.getLogRecordFactory()
     if getattr(previous, "redacting", False):
         return

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime, timedelta
@@ -62,8 +61,6 @@ def migrate(url: str) -> None:
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
     config.attributes["url"] = url
-    # Alembic announces each plugin and step at INFO: noise at every start.
-    logging.getLogger("alembic").setLevel(logging.WARNING)
     command.upgrade(config, "head")
 
 
