@@ -11,23 +11,16 @@
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from tests.conftest import Stack, missing_service
+from tests.browser import browser_page, log_in, screenshot
+from tests.conftest import Stack
 from tests.test_publish_to_email import address, user
-
-ROOT = Path(__file__).parent.parent
-CHROMIUM = Path("/usr/bin/chromium")
-SCREENSHOT = ROOT / "var" / "screenshots" / "dashboard.png"
-README_SCREENSHOT = ROOT / "docs" / "dashboard.png"
 
 
 def _browser_like(stack: Stack) -> httpx.Client:
@@ -69,32 +62,8 @@ def test_the_dashboard_is_linked_with_the_editor_and_serves_local_assets(stack: 
 
 @pytest.fixture
 def page(stack: Stack) -> Iterator[Any]:
-    """A Chromium page (Debian's /usr/bin/chromium, never `playwright install`)."""
-    if not CHROMIUM.exists():
-        missing_service(f"the browser test needs Debian's chromium at {CHROMIUM}")
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        missing_service("the browser test needs the playwright package (pip install playwright)")
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=str(CHROMIUM),
-            headless=True,
-            # CI runs as root, where Chromium's sandbox cannot start.
-            args=["--no-sandbox", "--disable-dev-shm-usage"],
-        )
-        context = browser.new_context(
-            base_url=stack.base_url, viewport={"width": 1400, "height": 1100}
-        )
-        context.set_default_timeout(15_000)
-        page = context.new_page()
-        problems: list[str] = []
-        page.on("pageerror", lambda error: problems.append(str(error)))
-        try:
-            yield page
-        finally:
-            browser.close()
-        assert not problems, f"script errors in the page: {problems}"
+    with browser_page(stack.base_url) as page:
+        yield page
 
 
 def test_the_dashboard_shows_counts_failures_circuits_and_a_trace(stack: Stack, page: Any) -> None:
@@ -108,10 +77,7 @@ def test_the_dashboard_shows_counts_failures_circuits_and_a_trace(stack: Stack, 
     [failed] = failed_event["notifications"]
 
     # When the admin logs in and opens the dashboard from the editor's nav,
-    page.goto("/ui/")
-    expect(page).to_have_url(re.compile(r"/ui/login$"))
-    page.get_by_test_id("login-key").fill(stack.api_key)
-    page.get_by_test_id("login-key").press("Enter")
+    log_in(page, stack.api_key, "/ui/")
     page.get_by_test_id("nav-dashboard").click()
     expect(page).to_have_url(re.compile(r"/ui/$"))
 
@@ -129,7 +95,7 @@ def test_the_dashboard_shows_counts_failures_circuits_and_a_trace(stack: Stack, 
     failure = page.locator(f"[data-testid=failure-row][data-notification='{failed['id']}']")
     expect(failure).to_contain_text(rejected)
     expect(failure.get_by_test_id("failure-error")).to_have_text(re.compile(r"\S"))
-    _screenshot(page, SCREENSHOT.name, README_SCREENSHOT)
+    screenshot(page, "dashboard.png", for_readme=True)
 
     # An event's trace, with the keyboard: event -> notification -> attempts.
     page.get_by_test_id("trace-id").focus()
@@ -140,7 +106,7 @@ def test_the_dashboard_shows_counts_failures_circuits_and_a_trace(stack: Stack, 
     expect(notification.get_by_test_id("trace-notification-status")).to_have_text("failed")
     expect(notification.get_by_test_id("trace-attempt")).to_have_count(1)
     expect(notification.get_by_test_id("trace-attempt")).to_contain_text("failed")
-    _screenshot(page, "dashboard-trace.png")
+    screenshot(page, "dashboard-trace.png")
 
     # A dead letter is retried from its row (the server rejects it again).
     dead = page.locator(f"[data-testid=dead-letter-row][data-notification='{failed['id']}']")
@@ -149,14 +115,3 @@ def test_the_dashboard_shows_counts_failures_circuits_and_a_trace(stack: Stack, 
     expect(page.get_by_test_id("retry-result")).to_have_text(f"Requeued {failed['id']}.")
     resent = stack.settled(failed_event["id"])["notifications"][0]
     assert [a["outcome"] for a in resent["attempt_log"]] == ["failed", "failed"]
-
-
-def _screenshot(page: Any, name: str, copy_to: Path | None = None) -> None:
-    """Under var/screenshots/ (CI keeps it); the README's copy in docs/ only with
-    HUB_TEST_UPDATE_SCREENSHOTS=1, so a test run leaves the checkout clean."""
-    path = SCREENSHOT.with_name(name)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(path), full_page=True)
-    if copy_to is not None and os.environ.get("HUB_TEST_UPDATE_SCREENSHOTS") == "1":
-        copy_to.parent.mkdir(exist_ok=True)
-        shutil.copyfile(path, copy_to)

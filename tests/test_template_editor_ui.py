@@ -16,13 +16,10 @@
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -32,9 +29,9 @@ from starlette.responses import Response
 from hub import keys
 from hub.api.sessions import COOKIE, Sessions
 from hub.settings import get_settings
+from tests.browser import browser_page, log_in, screenshot
 from tests.conftest import (
     Stack,
-    missing_service,
     other_redis_db,
     run_hub,
     running_stack,
@@ -42,10 +39,6 @@ from tests.conftest import (
 )
 from tests.smtp_sink import SmtpSink
 
-ROOT = Path(__file__).parent.parent
-CHROMIUM = Path("/usr/bin/chromium")
-SCREENSHOT = ROOT / "var" / "screenshots" / "template-editor.png"
-README_SCREENSHOT = ROOT / "docs" / "template-editor.png"
 CSRF_META = re.compile(r'<meta name="csrf-token" content="([^"]+)">')
 PREVIEW = {"channel": "email", "data": {"user_id": "u1", "email": "a@example.com", "name": "Ada"}}
 
@@ -231,32 +224,8 @@ def editor_stack(
 
 @pytest.fixture
 def page(editor_stack: Stack) -> Iterator[Any]:
-    """A Chromium page (Debian's /usr/bin/chromium, never `playwright install`)."""
-    if not CHROMIUM.exists():
-        missing_service(f"the browser test needs Debian's chromium at {CHROMIUM}")
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        missing_service("the browser test needs the playwright package (pip install playwright)")
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=str(CHROMIUM),
-            headless=True,
-            # CI runs as root, where Chromium's sandbox cannot start.
-            args=["--no-sandbox", "--disable-dev-shm-usage"],
-        )
-        context = browser.new_context(
-            base_url=editor_stack.base_url, viewport={"width": 1400, "height": 1100}
-        )
-        context.set_default_timeout(15_000)
-        page = context.new_page()
-        problems: list[str] = []
-        page.on("pageerror", lambda error: problems.append(str(error)))
-        try:
-            yield page
-        finally:
-            browser.close()
-        assert not problems, f"script errors in the page: {problems}"
+    with browser_page(editor_stack.base_url) as page:
+        yield page
 
 
 def _active(stack: Stack) -> dict[str, Any]:
@@ -296,7 +265,7 @@ def test_edit_preview_save_and_roll_back_in_a_browser(editor_stack: Stack, page:
     expect(marker).to_have_count(1)
     expect(marker).to_have_attribute("data-line", str(BROKEN_LINE))
     expect(page.get_by_test_id("errors")).to_contain_text(f"line {BROKEN_LINE}")
-    _screenshot(page, "template-editor-error.png")
+    screenshot(page, "template-editor-error.png")
 
     # When they fix it, changing the greeting, the preview follows
     fixed = lines.copy()
@@ -317,7 +286,7 @@ def test_edit_preview_save_and_roll_back_in_a_browser(editor_stack: Stack, page:
     # And the diff of the new version shows the change
     item.get_by_test_id("diff-button").click()
     expect(page.get_by_test_id("diff")).to_contain_text("+Hello there, {{ data.name }},")
-    _screenshot(page, SCREENSHOT.name, README_SCREENSHOT)
+    screenshot(page, "template-editor.png", for_readme=True)
 
     # When they roll back to the version before
     before = page.locator(f'[data-testid="version-item"][data-version="{original["version"]}"]')
@@ -376,19 +345,5 @@ def test_a_new_locale_and_a_test_send_from_the_browser(
 def _log_in(page: Any, stack: Stack) -> None:
     from playwright.sync_api import expect
 
-    page.goto("/ui/templates")
-    expect(page).to_have_url(re.compile(r"/ui/login$"))
-    page.get_by_test_id("login-key").fill(stack.api_key)
-    page.get_by_test_id("login-key").press("Enter")
+    log_in(page, stack.api_key)
     expect(page).to_have_url(re.compile(r"/ui/templates$"))
-
-
-def _screenshot(page: Any, name: str, copy_to: Path | None = None) -> None:
-    """The editor under var/screenshots/ (CI keeps it); the README's copy in docs/
-    only with HUB_TEST_UPDATE_SCREENSHOTS=1, so a test run leaves the checkout clean."""
-    path = SCREENSHOT.with_name(name)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(path), full_page=True)
-    if copy_to is not None and os.environ.get("HUB_TEST_UPDATE_SCREENSHOTS") == "1":
-        copy_to.parent.mkdir(exist_ok=True)
-        shutil.copyfile(path, copy_to)
