@@ -191,7 +191,8 @@ def _page(
     meta = scripts = styles = logout = body_attrs = nav = ""
     if csrf is not None:
         meta = f'<meta name="csrf-token" content="{escape(csrf)}">\n'
-        scripts = f'<script src="/ui/static/{script}.js" defer></script>\n'
+        scripts = '<script src="/ui/static/api.js" defer></script>\n'
+        scripts += f'<script src="/ui/static/{script}.js" defer></script>\n'
         styles = '<link rel="stylesheet" href="/ui/static/nav.css">\n'
         if script != "editor":
             styles += f'<link rel="stylesheet" href="/ui/static/{script}.css">\n'

@@ -5,7 +5,6 @@
 "use strict";
 
 (function () {
-  const CSRF = document.querySelector('meta[name="csrf-token"]').content;
   const POLL_MS = 5000;
   const HISTORY = 60; // queue-depth points kept for the chart (5 minutes at 5 s)
   const LIST = 10; // rows of recent failures and of dead letters
@@ -19,35 +18,7 @@
 
   // ---- HTTP ---------------------------------------------------------------
 
-  async function api(method, path, body) {
-    const headers = { Accept: "application/json" };
-    if (body !== undefined) headers["Content-Type"] = "application/json";
-    if (method !== "GET") headers["X-CSRF-Token"] = CSRF;
-    const response = await fetch(path, {
-      method,
-      headers,
-      credentials: "same-origin",
-      body: body === undefined ? undefined : JSON.stringify(body),
-    });
-    if (response.status === 401) {
-      window.location.assign("/ui/login"); // the session ended
-      throw new Error("not logged in");
-    }
-    let data = null;
-    try {
-      data = await response.json();
-    } catch (_) {
-      data = null;
-    }
-    return { status: response.status, ok: response.ok, data };
-  }
-
-  function problem(result) {
-    const detail = result.data && result.data.detail;
-    if (typeof detail === "string") return detail;
-    if (Array.isArray(detail) && detail.length) return detail.map((d) => d.msg).join("; ");
-    return "HTTP " + result.status;
-  }
+  const { api, problem } = window.hubApi;
 
   function query(params) {
     const search = new URLSearchParams();

@@ -4,7 +4,6 @@
 "use strict";
 
 (function () {
-  const CSRF = document.querySelector('meta[name="csrf-token"]').content;
   const PARTS = { email: ["subject", "text", "html"], sms: ["body"], alert: ["title", "body"] };
   const CHANNELS = ["email", "sms", "alert"];
   // The channel a test-send of a variant goes through: alert targets (slack,
@@ -16,36 +15,7 @@
 
   // ---- HTTP ---------------------------------------------------------------
 
-  async function api(method, path, body) {
-    const headers = { Accept: "application/json" };
-    if (body !== undefined) headers["Content-Type"] = "application/json";
-    if (method !== "GET") headers["X-CSRF-Token"] = CSRF;
-    const response = await fetch(path, {
-      method,
-      headers,
-      credentials: "same-origin",
-      body: body === undefined ? undefined : JSON.stringify(body),
-    });
-    if (response.status === 401) {
-      // The session expired or its key was revoked.
-      window.location.assign("/ui/login");
-      throw new Error("not logged in");
-    }
-    let data = null;
-    try {
-      data = await response.json();
-    } catch (_) {
-      data = null;
-    }
-    return { status: response.status, ok: response.ok, data };
-  }
-
-  function problem(result) {
-    const detail = result.data && result.data.detail;
-    if (typeof detail === "string") return detail;
-    if (Array.isArray(detail) && detail.length) return detail.map((d) => d.msg).join("; ");
-    return "HTTP " + result.status;
-  }
+  const { api, problem } = window.hubApi;
 
   function escapeHtml(text) {
     return text.replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;");
