@@ -21,7 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 import tomllib
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -59,15 +59,20 @@ class FileTemplate:
 def read_templates(dirs: Sequence[Path]) -> dict[str, FileTemplate]:
     """Every template the folders in ``dirs`` define, each folder from the first dir that has it."""
     found: dict[str, FileTemplate] = {}
+    for folder in winning_folders(dirs):
+        _read_folder(folder, found)
+    return found
+
+
+def winning_folders(dirs: Sequence[Path]) -> Iterator[Path]:
+    """Each template folder of ``dirs``, from the first of them that has one of its name."""
     taken: set[str] = set()
     for root in dirs:
         folders = sorted(p for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
         for folder in folders:
-            if folder.name in taken:
-                continue
-            taken.add(folder.name)
-            _read_folder(folder, found)
-    return found
+            if folder.name not in taken:
+                taken.add(folder.name)
+                yield folder
 
 
 def _read_folder(folder: Path, found: dict[str, FileTemplate]) -> None:

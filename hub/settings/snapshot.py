@@ -24,6 +24,8 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, SecretStr
 from pydantic_core import to_jsonable_python
 
+from hub.template_files import winning_folders
+
 Snapshot = dict[str, Any]
 
 # What a running process cannot change, so a change waits for its restart:
@@ -146,15 +148,9 @@ def _fingerprint(secret: str) -> str:
 def _templates(dirs: list[Path]) -> Snapshot:
     """A SHA-256 per template file, each folder from the first of ``dirs`` that has it."""
     found: Snapshot = {}
-    taken: set[str] = set()
-    for root in dirs:
-        folders = sorted(p for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
-        for folder in folders:
-            if folder.name in taken:
-                continue
-            taken.add(folder.name)
-            for path in sorted(folder.rglob("*")):
-                if path.is_file() and not path.name.startswith("."):
-                    name = path.relative_to(root).as_posix()
-                    found[TEMPLATES + name] = hashlib.sha256(path.read_bytes()).hexdigest()
+    for folder in winning_folders(dirs):
+        for path in sorted(folder.rglob("*")):
+            if path.is_file() and not path.name.startswith("."):
+                name = path.relative_to(folder.parent).as_posix()
+                found[TEMPLATES + name] = hashlib.sha256(path.read_bytes()).hexdigest()
     return found
