@@ -29,7 +29,7 @@ import logging
 import os
 import shutil
 import socket
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -278,10 +278,14 @@ class QueueDepths:
         )
 
 
-def serve(port: int, settings: Settings, host: str = "0.0.0.0") -> Any:  # noqa: S104
-    """Serve this process tree's ``/metrics`` on ``port`` from a daemon thread; the server.
-
-    The caller shuts it down with ``server.shutdown()``.
+def serve(
+    port: int,
+    settings: Settings,
+    host: str = "0.0.0.0",  # noqa: S104
+    folders: Callable[[], Sequence[Path]] = lambda: own_folders(),
+) -> Any:
+    """Serve ``/metrics`` of ``folders`` (this process tree's) on ``port`` from a daemon
+    thread; the server. The caller shuts it down with ``server.shutdown()``.
     """
     import threading
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -291,7 +295,7 @@ def serve(port: int, settings: Settings, host: str = "0.0.0.0") -> Any:  # noqa:
             if self.path.split("?")[0] != "/metrics":
                 self.send_error(404)
                 return
-            body = render(settings, own_folders())
+            body = render(settings, folders())
             self.send_response(200)
             self.send_header("Content-Type", CONTENT_TYPE)
             self.send_header("Content-Length", str(len(body)))

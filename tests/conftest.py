@@ -74,10 +74,13 @@ TERMINAL = {
 }
 
 
-def other_redis_db(url: str) -> str:
-    """The same Redis server, another (flushed) database: a second stack's own queues."""
+def other_redis_db(url: str, offset: int = 1) -> str:
+    """The same Redis server, another (flushed) database: a second stack's own queues.
+
+    ``offset`` 2 gives a third stack its own beside a second one still running.
+    """
     parsed = make_url_parts(url)
-    db = (int(parsed.path.strip("/") or 0) + 1) % 16
+    db = (int(parsed.path.strip("/") or 0) + offset) % 16
     other = parsed._replace(path=f"/{db}").geturl()
     redis.Redis.from_url(other).flushdb()
     return other

@@ -185,3 +185,22 @@ def test_queue_depth_is_read_from_redis_when_scraped(tmp_path: Path, broker_url:
 
     assert value(text, "hub_queue_depth", queue="email.low") == 2
     assert value(text, "hub_queue_depth", queue="email") == 0
+
+
+def test_metrics_can_have_their_own_address_and_then_leave_the_api_port(
+    tmp_path_factory: pytest.TempPathFactory, broker_url: str, smtp: SmtpSink
+) -> None:
+    home = tmp_path_factory.mktemp("metrics-address")
+    port = _free_port()
+    env = {"HUB_API__METRICS_ADDRESS": f"127.0.0.1:{port}"}
+    # Not the module stack's database either: it is still running.
+    broker = other_redis_db(broker_url, offset=2)
+    with running_stack(home, broker, smtp, extra_env=env) as stack:
+        stack.settled(
+            stack.publish("user.registered", user(f"a-{uuid.uuid4().hex[:8]}@example.com"))
+        )
+        text = scrape(f"http://127.0.0.1:{port}/metrics")
+        on_the_api_port = httpx.get(f"{stack.base_url}/metrics", timeout=10)
+
+    assert 'hub_notifications_total{channel="email",status="sent"}' in text
+    assert on_the_api_port.status_code == 404

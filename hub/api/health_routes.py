@@ -22,6 +22,9 @@ def add_health_routes(app: FastAPI, settings: Settings) -> None:
         readiness = await run_in_threadpool(health.readiness, settings)
         return JSONResponse(readiness.as_json(), status_code=200 if readiness.ok else 503)
 
+    if settings.api.metrics_bind is not None:
+        return  # `hub api` serves /metrics on api.metrics_address instead
+
     @app.get("/metrics")
     async def prometheus() -> Response:
         """Prometheus text: the API and every worker on this machine, and the queues now."""

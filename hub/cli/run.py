@@ -155,6 +155,11 @@ def api(
 
     _log_format(log_format)
     settings = settings_or_fail()
+    if (bind := settings.api.metrics_bind) is not None:
+        from hub import metrics
+
+        # One server for every uvicorn worker: they all write to this machine's folders.
+        metrics.serve(bind[1], settings, bind[0], lambda: metrics.machine_folders(settings))
     uvicorn.run(
         "hub.api:create_app",
         factory=True,

@@ -173,6 +173,26 @@ class ApiSettings(_Strict):
     # The base of every link the hub sends (unsubscribe, ack, UI), as people
     # reach the API; empty: http://{host}:{port}, right only on one machine.
     public_url: str = ""
+    # Where /metrics is served instead of the API's own port, e.g. "0.0.0.0:9100"
+    # (a port scrapers reach but the public does not); empty: the API's port.
+    metrics_address: str = ""
+
+    @field_validator("metrics_address")
+    @classmethod
+    def _host_and_port(cls, address: str) -> str:
+        if address:
+            host, _, port = address.rpartition(":")
+            if not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+                raise ValueError('expected "host:port", e.g. "0.0.0.0:9100"')
+        return address
+
+    @property
+    def metrics_bind(self) -> tuple[str, int] | None:
+        """``metrics_address`` as (host, port), IPv6 brackets removed; None: the API's port."""
+        if not self.metrics_address:
+            return None
+        host, _, port = self.metrics_address.rpartition(":")
+        return host.strip("[]"), int(port)
 
     @field_validator("public_url")
     @classmethod
