@@ -147,6 +147,10 @@ def save(
     """
     current = library.load(db)
     row = stored.template(db, name)
+    if row is None and draft:
+        # A draft is a version that is not live; a new template has no live one to keep.
+        message = "a new template's first version cannot be a draft: save it, then draft changes"
+        raise InvalidTemplate(name, [Problem("", "", None, None, None, message, "draft")])
     event_type = event_type_of(settings, name, event_type or (row.event_type if row else None))
     content = merged(current.content(name) if row else None, variants, locales)
     if not content["variants"] and not content["locales"]:

@@ -187,6 +187,11 @@ def sandbox(loader: jinja2.BaseLoader | None = None) -> _Sandbox:
     )
 
 
+# Versions no longer active kept per process (a preview of an old one, a batch
+# claimed just before a save); the oldest read go first.
+RETIRED_KEPT = 256
+
+
 class Library:
     """One process's template versions and compiled templates, read from the store as needed.
 
@@ -202,7 +207,15 @@ class Library:
         """The active version of every template, as of ``db``'s transaction."""
         active = stored_templates.active_versions(db)
         self.fetch(db, active.items())
+        self._forget_retired(active)
         return TemplateSet(self, active)
+
+    def _forget_retired(self, active: dict[str, int]) -> None:
+        """Keep at most :data:`RETIRED_KEPT` versions no longer active: a long-lived
+        process sees every save, and keeping them all would grow without bound."""
+        retired = [key for key in self._contents if active.get(key[0]) != key[1]]
+        for key in retired[: max(0, len(retired) - RETIRED_KEPT)]:
+            del self._contents[key]
 
     def fetch(self, db: Session, wanted: Iterable[tuple[str, int]]) -> None:
         """Read the contents of versions not read yet (a version never changes)."""

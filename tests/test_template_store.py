@@ -22,7 +22,7 @@ from sqlalchemy import select
 from hub.store.db import migrate, session
 from hub.store.models import Notification
 from hub.store.templates import add_version, template
-from hub.templates import Library, sync_files
+from hub.templates import RETIRED_KEPT, Library, sync_files
 from tests.conftest import Stack, other_redis_db, running_stack
 from tests.smtp_sink import SmtpSink
 from tests.test_publish_to_email import address, user
@@ -268,6 +268,17 @@ def test_a_draft_is_previewed_without_going_live_until_published(editor: Stack) 
     assert _get(editor, f"/v1/templates/{name}")["version"] == draft
 
 
+def test_a_new_template_cannot_start_as_a_draft(editor: Stack) -> None:
+    name = _name()
+
+    response = _put(editor, name, variants=WELCOME, draft=True)
+
+    assert response.status_code == 422
+    assert "cannot be a draft" in response.json()["errors"][0]["message"]
+    with editor.client() as http:
+        assert http.get(f"/v1/templates/{name}").status_code == 404
+
+
 def test_a_test_send_goes_through_the_real_channel_marked_as_a_test(
     editor: Stack, smtp: SmtpSink
 ) -> None:
@@ -378,3 +389,29 @@ def test_an_sms_folder_is_the_sms_variant_of_its_template_and_an_alert_reuses_su
     assert welcome["sample_data"]["name"] == "Ada Lovelace"
     alert = _post(editor, "/v1/templates/user.registered/preview", {"channel": "alert"}).json()
     assert alert["subject"] == "Welcome, Ada Lovelace!" and alert["html"] is None
+
+
+def test_a_long_lived_process_keeps_a_bounded_number_of_retired_versions(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'hub.db'}"
+    migrate(url)
+    library = Library()
+    for n in range(RETIRED_KEPT + 20):
+        with session(url) as db:
+            add_version(
+                db,
+                "churn",
+                {"variants": {"sms": {"body": f"v{n}"}}, "locales": {}},
+                event_type=None,
+                author="ada",
+                comment="",
+                draft=False,
+                source="api",
+            )
+            current = library.load(db)
+        assert current.render("churn", "sms", {}).text == f"v{n}"
+
+    assert library.content("churn", RETIRED_KEPT + 20) is not None
+    assert library.content("churn", 1) is None
+    assert sum(library.content("churn", v) is not None for v in range(1, RETIRED_KEPT + 21)) == (
+        RETIRED_KEPT + 1
+    )

@@ -99,9 +99,8 @@ def add_version(
     db.add(saved)
     row = db.get(Template, name, with_for_update=True)
     if row is None:
+        # A template's first version is live (the API refuses it as a draft).
         row = Template(name=name, event_type=event_type, created_at=now, updated_at=now)
-        # A first version saved as a draft still has to be somewhere: it is
-        # active until a published one replaces it, as nothing renders yet.
         row.active_version = saved.version
         db.add(row)
     elif not draft:
