@@ -10,7 +10,9 @@
 - Pages without a session redirect (303) to ``/ui/login``.
 - In headless Chromium (Debian's ``/usr/bin/chromium``, never ``playwright install``):
   log in, break a template, see the error at its line, fix it, see the preview
-  change, save, see the version, roll back.
+  change, save, see the version, roll back; save a draft (the active version
+  stays), preview it from the list, publish it; remove a part (confirmed inline,
+  from the keyboard) and save without it.
 """
 
 from __future__ import annotations
@@ -340,6 +342,141 @@ def test_a_new_locale_and_a_test_send_from_the_browser(
     expect(page.get_by_test_id("test-result")).to_have_text(f"Sent a test to {to}.")
     smtp.wait_for(lambda sink: bool(sink.to(to)), 10)
     assert smtp.to(to)[0]["Subject"] == "[TEST] Bienvenue, Ada !"
+
+
+def test_a_draft_stays_inactive_until_published_from_the_browser(
+    editor_stack: Stack, page: Any
+) -> None:
+    from playwright.sync_api import expect
+
+    # Given a template of its own at version 1
+    name = _copy_of(editor_stack, TEMPLATE)
+    original_text = _template(editor_stack, name)["variants"]["email"]["text"]
+    edited = original_text.replace("Hi ", "Hello from a draft, ", 1)
+    assert edited != original_text
+    _log_in(page, editor_stack)
+    page.goto(f"/ui/templates/{name}")
+    expect(page.get_by_test_id("active-version")).to_have_text("active: v1")
+    page.get_by_test_id("sample-data").fill(json.dumps(SAMPLE))
+
+    # When they save an edit as a draft
+    page.get_by_test_id("part-text").click()
+    page.get_by_test_id("editor-source").fill(edited)
+    page.get_by_test_id("comment").fill("Trying a new greeting")
+    page.get_by_test_id("save-draft").click()
+
+    # Then version 2 is saved but version 1 stays active
+    expect(page.get_by_test_id("status")).to_have_text("Saved draft version 2 (v1 stays active).")
+    active = _template(editor_stack, name)
+    assert active["version"] == 1
+    assert active["variants"]["email"]["text"] == original_text
+    expect(page.get_by_test_id("active-version")).to_have_text("active: v1")
+
+    # And the list marks the draft, and offers to publish it (not to roll back to it)
+    draft = _version_item(page, 2)
+    expect(draft.get_by_test_id("draft-badge")).to_have_text("draft")
+    expect(draft.get_by_test_id("rollback")).to_have_count(0)
+    expect(_version_item(page, 1).get_by_test_id("draft-badge")).to_have_count(0)
+    draft.get_by_test_id("diff-button").click()
+    expect(page.get_by_test_id("diff")).to_contain_text("+Hello from a draft, {{ data.name }},")
+
+    # And each saved version previews from the list
+    _version_item(page, 1).get_by_test_id("preview-version").click()
+    expect(page.get_by_test_id("preview-state")).to_contain_text("saved v1")
+    expect(page.get_by_test_id("preview-text")).to_contain_text("Hi Ada,")
+    draft.get_by_test_id("preview-version").click()
+    expect(page.get_by_test_id("preview-state")).to_contain_text("saved v2, a draft")
+    expect(page.get_by_test_id("preview-text")).to_contain_text("Hello from a draft, Ada,")
+    screenshot(page, "template-editor-draft.png")
+
+    # When they publish it
+    draft.get_by_test_id("publish").click()
+
+    # Then the draft is the active version
+    published = "Published v2: it is the active version now."
+    expect(page.get_by_test_id("status")).to_have_text(published)
+    active = _template(editor_stack, name)
+    assert active["version"] == 2
+    assert active["draft"] is False
+    assert active["variants"]["email"]["text"] == edited
+    expect(page.get_by_test_id("active-version")).to_have_text("active: v2")
+    expect(_version_item(page, 2).get_by_test_id("draft-badge")).to_have_count(0)
+    expect(page.get_by_test_id("editor-source")).to_have_value(edited)
+
+
+def test_removing_a_part_from_the_browser(editor_stack: Stack, page: Any) -> None:
+    from playwright.sync_api import expect
+
+    # Given a template of its own with an html part
+    name = _copy_of(editor_stack, TEMPLATE)
+    before = _template(editor_stack, name)["variants"]["email"]
+    assert before.get("html"), before
+    _log_in(page, editor_stack)
+    page.goto(f"/ui/templates/{name}")
+    expect(page.get_by_test_id("active-version")).to_have_text("active: v1")
+    page.get_by_test_id("sample-data").fill(json.dumps(SAMPLE))
+    page.get_by_test_id("part-html").click()
+    expect(page.get_by_test_id("preview-html")).to_be_visible()
+
+    # When they ask to remove it, the confirmation is inline and Escape cancels it
+    remove = page.get_by_test_id("remove-part")
+    remove.focus()
+    remove.press("Enter")
+    confirm = page.get_by_test_id("remove-part-confirm")
+    expect(confirm).to_be_focused()
+    confirm.press("Escape")
+    expect(confirm).to_be_hidden()
+    expect(remove).to_be_focused()
+
+    # And confirming from the keyboard removes it from the edits
+    remove.press("Enter")
+    expect(confirm).to_be_focused()
+    confirm.press("Enter")
+    expect(page.get_by_test_id("part-html")).to_have_class(re.compile(r"\bremoved\b"))
+    expect(page.get_by_test_id("part-html")).to_be_focused()
+    expect(remove).to_be_hidden()
+    expect(page.get_by_test_id("preview-html")).to_be_hidden()
+    expect(page.get_by_test_id("preview-text")).to_contain_text("Hi Ada,")
+
+    # When they save
+    page.get_by_test_id("comment").fill("Text only")
+    page.get_by_test_id("save").click()
+
+    # Then the saved version has no html part, and the others are unchanged
+    expect(page.get_by_test_id("status")).to_have_text("Saved version 2.")
+    saved = _template(editor_stack, name)
+    assert saved["version"] == 2
+    assert "html" not in saved["variants"]["email"]
+    assert saved["variants"]["email"]["text"] == before["text"]
+    assert saved["variants"]["email"]["subject"] == before["subject"]
+
+
+def _template(stack: Stack, name: str) -> dict[str, Any]:
+    with stack.client() as http:
+        response = http.get(f"/v1/templates/{name}")
+    assert response.status_code == 200, response.text
+    return dict(response.json())
+
+
+def _copy_of(stack: Stack, name: str) -> str:
+    """A new template with ``name``'s active content, at version 1."""
+    original = _template(stack, name)
+    copy = f"editor-copy-{uuid.uuid4().hex[:8]}"
+    body = {
+        "variants": original["variants"],
+        "locales": original["locales"],
+        "event_type": original["event_type"] or name,
+        "comment": f"copy of {name}",
+    }
+    with stack.client() as http:
+        response = http.put(f"/v1/templates/{copy}", json=body)
+    assert response.status_code == 200, response.text
+    assert response.json()["version"] == 1
+    return copy
+
+
+def _version_item(page: Any, version: int) -> Any:
+    return page.locator(f'[data-testid="version-item"][data-version="{version}"]')
 
 
 def _log_in(page: Any, stack: Stack) -> None:

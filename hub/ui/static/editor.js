@@ -143,6 +143,7 @@
     previewTimer: null,
     previewSeq: 0,
     sampleData: "",
+    previewing: null,     // the saved version the preview shows, or null for the edits
   };
 
   function partsOf(channel) {
@@ -167,6 +168,17 @@
   function currentText() {
     const { variant } = shownVariant();
     return (variant && variant[S.part]) || "";
+  }
+
+  // A part set to null is removed on save (the API drops parts sent as null); typing restores it.
+  function isRemoved(part) {
+    const { variant } = shownVariant();
+    return Boolean(variant) && variant[part] === null;
+  }
+
+  function canRemove(part) {
+    const { variant } = shownVariant();
+    return Boolean(variant) && typeof variant[part] === "string";
   }
 
   function setCurrentText(text) {
@@ -259,17 +271,22 @@
             "aria-selected": selected ? "true" : "false",
             "aria-controls": "source",
             tabindex: selected ? "0" : "-1",
-            class: withErrors.has(part) ? "has-error" : null,
+            class: [withErrors.has(part) ? "has-error" : "", isRemoved(part) ? "removed" : ""].join(" ").trim() || null,
             onclick: () => selectPart(part),
           },
+          isRemoved(part) ? el("span", { class: "visually-hidden" }, " (removed)") : null,
           part,
         ),
       );
     }
     $("source").setAttribute("aria-labelledby", "tab-" + S.part);
+    const remove = $("remove-part");
+    remove.hidden = !canRemove(S.part) || !$("remove-confirm").hidden;
+    remove.setAttribute("aria-label", "Remove the " + S.part + " part");
   }
 
   function renderEditor() {
+    $("remove-confirm").hidden = true;
     renderTabs();
     const { variant, from } = shownVariant();
     const note = $("variant-note");
@@ -280,6 +297,9 @@
         : "No " + S.channel + " variant yet: typing creates one.";
     } else {
       note.textContent = variant ? "" : "No " + S.channel + " variant yet: typing creates one.";
+    }
+    if (isRemoved(S.part)) {
+      note.textContent = "The " + S.part + " part is removed: saving drops it, typing restores it.";
     }
     const source = $("source");
     source.value = currentText();
@@ -407,6 +427,7 @@
       return;
     }
     const seq = ++S.previewSeq;
+    showPreviewing(null);
     const body = Object.assign({ channel: S.channel }, draft());
     if (S.locale) body.locale = S.locale;
     if (data !== undefined) body.data = data;
@@ -414,16 +435,8 @@
     if (seq !== S.previewSeq) return; // a newer preview is on its way
     document.querySelector(".preview").classList.remove("stale");
     if (result.ok) {
-      const r = result.data;
       $("preview-state").textContent = "";
-      // SMS and alerts have neither subject nor HTML: their boxes are hidden, not empty.
-      $("preview-subject-row").hidden = r.subject === null || r.subject === undefined;
-      $("preview-subject").textContent = r.subject || "";
-      $("preview-html").hidden = !r.html;
-      $("preview-html").srcdoc = r.html || "";
-      $("preview-text").textContent = r.text || "";
-      const details = Object.entries(r.details || {}).map(([k, v]) => k + ": " + v);
-      $("preview-details").textContent = details.join(" · ");
+      showRendered(result.data);
       S.errors = [];
     } else if (result.status === 422) {
       $("preview-state").textContent = "(errors: the preview shows the last good render)";
@@ -436,6 +449,43 @@
     renderErrors();
   }
 
+  function showRendered(r) {
+    // SMS and alerts have neither subject nor HTML: their boxes are hidden, not empty.
+    $("preview-subject-row").hidden = r.subject === null || r.subject === undefined;
+    $("preview-subject").textContent = r.subject || "";
+    $("preview-html").hidden = !r.html;
+    $("preview-html").srcdoc = r.html || "";
+    $("preview-text").textContent = r.text || "";
+    const details = Object.entries(r.details || {}).map(([k, v]) => k + ": " + v);
+    $("preview-details").textContent = details.join(" · ");
+  }
+
+  // ---- Removing a part: an inline confirmation, not window.confirm ----------
+
+  function askRemovePart() {
+    $("remove-question").textContent = "Remove the " + S.part + " part on save?";
+    $("remove-confirm").hidden = false;
+    $("remove-part").hidden = true;
+    $("remove-part-confirm").focus();
+  }
+
+  function closeRemovePart() {
+    $("remove-confirm").hidden = true;
+    renderTabs();
+    if ($("remove-part").hidden) $("tab-" + S.part).focus();
+    else $("remove-part").focus();
+  }
+
+  function removePart() {
+    const part = S.part;
+    setCurrentText(null);
+    $("remove-confirm").hidden = true;
+    renderEditor();
+    setStatus("Removed the " + part + " part: save to keep the change.", "");
+    schedulePreview();
+    $("tab-" + part).focus();
+  }
+
   // A 422's errors at their lines; other problems (e.g. an unknown channel) without a line.
   function errorList(result) {
     if (result.data && Array.isArray(result.data.errors) && result.data.errors.length) {
@@ -446,20 +496,28 @@
 
   // ---- Save, versions, diff, rollback, test-send ---------------------------
 
-  async function save() {
+  // Save the edits as a new version: the active one, or with asDraft a draft that
+  // stays inactive until published (the editor then keeps showing the draft's text).
+  async function save(asDraft) {
     if (S.channel === "files" && !Object.keys(S.variants.files || {}).length) return;
-    const button = $("save");
-    button.disabled = true;
+    const buttons = [$("save"), $("save-draft")];
+    buttons.forEach((b) => (b.disabled = true));
     try {
       const body = Object.assign(draft(), { comment: $("comment").value });
+      if (asDraft) body.draft = true;
       const result = await api("PUT", S.path, body);
       if (result.ok) {
         S.errors = [];
         S.warnings = result.data.warnings || [];
         S.dirty = false;
         $("comment").value = "";
-        setStatus("Saved version " + result.data.version + ".", "ok");
-        await loadTemplate();
+        if (asDraft) {
+          const active = S.active ? "v" + S.active + " stays active" : "nothing is active yet";
+          setStatus("Saved draft version " + result.data.version + " (" + active + ").", "ok");
+        } else {
+          setStatus("Saved version " + result.data.version + ".", "ok");
+          await loadTemplate();
+        }
         await loadVersions();
       } else if (result.status === 422) {
         S.errors = errorList(result);
@@ -468,7 +526,7 @@
         setStatus("Not saved: " + problem(result), "bad");
       }
     } finally {
-      button.disabled = false;
+      buttons.forEach((b) => (b.disabled = false));
       renderTabs();
       renderCode();
       renderErrors();
@@ -523,25 +581,104 @@
     list.replaceChildren();
     for (const v of items) {
       const active = v.active || v.version === S.active;
-      const flags = [active ? "active" : "", v.draft ? "draft" : "", v.source || ""].filter(Boolean);
+      const flags = [active ? "active" : "", v.source || ""].filter(Boolean);
+      const classes = [active ? "active" : "", v.draft ? "draft" : "", v.version === S.previewing ? "previewed" : ""];
+      let change = null;
+      if (v.draft && !active) {
+        change = el(
+          "button",
+          { type: "button", "data-testid": "publish", onclick: () => publish(v.version) },
+          "Publish v" + v.version,
+        );
+      } else if (!active) {
+        change = el(
+          "button",
+          { type: "button", "data-testid": "rollback", onclick: () => rollback(v.version) },
+          "Roll back to v" + v.version,
+        );
+      }
       list.append(
         el(
           "li",
-          { "data-testid": "version-item", "data-version": v.version, class: active ? "active" : null },
+          {
+            "data-testid": "version-item",
+            "data-version": v.version,
+            "data-draft": v.draft ? "true" : null,
+            class: classes.filter(Boolean).join(" ") || null,
+          },
           el("span", { class: "v" }, "v" + v.version),
+          v.draft ? el("span", { class: "badge draft", "data-testid": "draft-badge" }, "draft") : null,
           el("span", { class: "comment" }, v.comment || "(no comment)"),
           el("span", { class: "when" }, [v.author, formatTime(v.created_at)].concat(flags).filter(Boolean).join(" · ")),
+          el(
+            "button",
+            {
+              type: "button",
+              "data-testid": "preview-version",
+              "aria-label": "Preview v" + v.version,
+              onclick: () => previewVersion(v.version, v.draft),
+            },
+            "Preview",
+          ),
           el("button", { type: "button", "data-testid": "diff-button", onclick: () => showDiff(v.version) }, "Diff"),
-          active
-            ? null
-            : el(
-                "button",
-                { type: "button", "data-testid": "rollback", onclick: () => rollback(v.version) },
-                "Roll back to v" + v.version,
-              ),
+          change,
         ),
       );
     }
+  }
+
+  // Mark the version the preview shows (null: the edits) in the list.
+  function showPreviewing(n) {
+    S.previewing = n;
+    for (const item of document.querySelectorAll('[data-testid="version-item"]')) {
+      item.classList.toggle("previewed", Number(item.dataset.version) === n);
+    }
+  }
+
+  // Render saved version n (a draft, say) in the preview; the next edit previews the edits again.
+  async function previewVersion(n, isDraft) {
+    if (S.channel === "files") {
+      $("preview-state").textContent = "(layouts and partials preview through the templates that use them)";
+      return;
+    }
+    const data = sampleData();
+    if (data === null) {
+      $("preview-state").textContent = "(fix the sample data)";
+      return;
+    }
+    clearTimeout(S.previewTimer);
+    const seq = ++S.previewSeq;
+    const body = { channel: S.channel, version: n };
+    if (S.locale) body.locale = S.locale;
+    if (data !== undefined) body.data = data;
+    $("preview-state").textContent = "(loading v" + n + "…)";
+    const result = await api("POST", S.path + "/preview", body);
+    if (seq !== S.previewSeq) return;
+    document.querySelector(".preview").classList.remove("stale");
+    if (!result.ok) {
+      $("preview-state").textContent = "(v" + n + " does not render: " + problem(result) + ")";
+      return;
+    }
+    showPreviewing(n);
+    showRendered(result.data);
+    const what = "saved v" + n + (isDraft ? ", a draft" : "");
+    $("preview-state").textContent = "(" + what + "; editing shows your edits again)";
+  }
+
+  async function publish(n) {
+    const result = await api("POST", S.path + "/publish", { version: n });
+    if (!result.ok) {
+      setStatus("Publish failed: " + problem(result), "bad");
+      return;
+    }
+    S.dirty = false;
+    S.errors = [];
+    S.warnings = [];
+    setStatus("Published v" + n + ": it is the active version now.", "ok");
+    await loadTemplate();
+    await loadVersions();
+    renderErrors();
+    schedulePreview();
   }
 
   function formatTime(iso) {
@@ -550,12 +687,16 @@
     return isNaN(date) ? iso : date.toLocaleString();
   }
 
-  // The diff from version n to the active one (for the active one: from the one before).
+  // The diff from version n to the active one (for the active one: from the one before;
+  // for a draft newer than the active one: from the active one to the draft).
   async function showDiff(n) {
     let from = n;
     let to = S.active;
     if (n === S.active) {
       from = n - 1;
+      to = n;
+    } else if (S.active && n > S.active) {
+      from = S.active;
       to = n;
     }
     const box = $("diff");
@@ -657,12 +798,21 @@
       event.preventDefault();
       selectPart(parts[(i + moves[event.key] + parts.length) % parts.length]);
     });
-    $("save").addEventListener("click", save);
+    $("save").addEventListener("click", () => save(false));
+    $("save-draft").addEventListener("click", () => save(true));
+    $("remove-part").addEventListener("click", askRemovePart);
+    $("remove-part-confirm").addEventListener("click", removePart);
+    $("remove-part-cancel").addEventListener("click", closeRemovePart);
+    $("remove-confirm").addEventListener("keydown", (event) => {
+      if (event.key !== "Escape") return;
+      event.preventDefault();
+      closeRemovePart();
+    });
     $("test-send").addEventListener("click", testSend);
     document.addEventListener("keydown", (event) => {
       if ((event.ctrlKey || event.metaKey) && event.key.toLowerCase() === "s") {
         event.preventDefault();
-        save();
+        save(false);
       }
     });
     window.addEventListener("beforeunload", (event) => {
