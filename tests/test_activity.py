@@ -309,10 +309,11 @@ def test_an_unreachable_broker_is_one_error_to_report() -> None:
 
 def test_store_pages_and_window_counts_agree_on_every_backend(database_url: str) -> None:
     now = datetime.now(UTC)
+    # Minutes ago, none on a 5-minute slice's edge (where rounding could pick either side).
     rows = [  # channel, status, minutes ago
-        ("email", "sent", 50),
-        ("email", "failed", 40),
-        ("email", "sent", 5),
+        ("email", "sent", 52),
+        ("email", "failed", 41),
+        ("email", "sent", 4),
         ("sms", "delivered", 1),
         ("sms", "queued", 2),
         ("email", "sent", 90),  # outside a 1h window
@@ -341,8 +342,8 @@ def test_store_pages_and_window_counts_agree_on_every_backend(database_url: str)
         "email": {"sent": 2, "failed": 1},
         "sms": {"delivered": 1, "queued": 1},
     }
-    assert counts.series["email"][2] == [1, 0]  # 50 minutes ago: the window's third 5 minutes
-    assert counts.series["email"][4] == [0, 1]
+    assert counts.series["email"][1] == [1, 0]  # 52 minutes ago: the window's second 5 minutes
+    assert counts.series["email"][3] == [0, 1]
     assert counts.series["email"][11] == [1, 0]
     assert counts.series["sms"][11] == [1, 0]
     assert oldest is not None and abs((now - oldest).total_seconds() - 120) < 1
