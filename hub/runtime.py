@@ -29,7 +29,7 @@ from hub.reloads import VersionWatch, adopt, fresh_settings
 from hub.routing import check_subscriptions
 from hub.settings import Settings, get_settings
 from hub.store.db import session
-from hub.templates import Library, Templates, sync_files
+from hub.templates import Library, Templates
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +61,6 @@ class Runtime:
         logs.configure(settings.logging.redact, settings)
         self.templates = Templates()
         self.library = Library(settings.templates.utm)
-        sync_files(settings.resolved_database_url, settings.all_template_dirs)
         with session(settings.resolved_database_url) as db:
             current = self.library.load(db)
         check_subscriptions(settings, self.templates, current.variants)

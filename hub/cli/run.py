@@ -200,11 +200,15 @@ def worker(
     from hub import events
     from hub.reloads import record_first_snapshot
     from hub.runtime import Runtime
+    from hub.templates import sync_files
 
     _log_format(log_format)
     settings = settings_or_fail()
     app = _celery()
     try:
+        # Once per worker, not per child: the files' versions are in the store
+        # before any child claims (hub reload imports later edits).
+        sync_files(settings.resolved_database_url, settings.all_template_dirs)
         # Built once here so a bad channel setting stops the worker now; Celery
         # would only log it from inside each child process.
         Runtime(settings, events.publish).close()

@@ -671,10 +671,15 @@
       setStatus("Publish failed: " + problem(result), "bad");
       return;
     }
+    await showNewActive("Published v" + n + ": it is the active version now.");
+  }
+
+  // After a publish or a rollback: the active version changed under the editor.
+  async function showNewActive(message) {
     S.dirty = false;
     S.errors = [];
     S.warnings = [];
-    setStatus("Published v" + n + ": it is the active version now.", "ok");
+    setStatus(message, "ok");
     await loadTemplate();
     await loadVersions();
     renderErrors();
@@ -730,14 +735,7 @@
       setStatus("Rollback failed: " + problem(result), "bad");
       return;
     }
-    S.dirty = false;
-    S.errors = [];
-    S.warnings = [];
-    setStatus("Rolled back to v" + n + " (saved as v" + result.data.version + ").", "ok");
-    await loadTemplate();
-    await loadVersions();
-    renderErrors();
-    schedulePreview();
+    await showNewActive("Rolled back to v" + n + " (saved as v" + result.data.version + ").");
   }
 
   async function testSend() {
